@@ -1,0 +1,7 @@
+"""Placeholder until the ROS 2 nodes issue lands."""
+
+import sys
+
+
+def main() -> None:
+    sys.exit("sim_node is not built yet (see the 'ROS 2 nodes' issue)")
