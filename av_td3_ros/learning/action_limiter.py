@@ -1,0 +1,206 @@
+"""ActionLimiter: a temporary |a| <= 0.6 clip that lifts itself once learning is healthy.
+
+Why: the design's tanh actor locked at steer 0.994 / throttle 1.000 while its CNN features
+exploded, and every episode crashed. The limit keeps the car drivable while the stabilizers take
+hold; it lifts only when ALL of these hold:
+  1. per-sample CNN feature L2 < 30 for 5,000 consecutive updates;
+  2. the actor's raw (pre-limit) actions over the last 1,000 are unsaturated: share of action
+     components with |a| > 0.99 * max_action below 5%, and the std of every action dimension
+     above 0.05 (a locked actor has std ~0 in each dimension);
+  3. the mean length of the last 10 episodes is above 100 steps.
+Windows must be full before a criterion can hold. Once lifted it stays lifted. Switched off
+(enabled=False) it never limits anything: a final run must be able to run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("av_td3_ros.learning.action_limiter")
+
+
+class ActionLimiter:
+    def __init__(
+        self,
+        limit: float = 0.6,
+        *,
+        enabled: bool = True,
+        max_action: float = 1.0,
+        action_dim: int = 2,
+        l2_max: float = 30.0,
+        l2_updates: int = 5000,
+        saturation: float = 0.99,
+        max_saturated_share: float = 0.05,
+        min_action_std: float = 0.05,
+        action_window: int = 1000,
+        episode_window: int = 10,
+        min_episode_length: float = 100.0,
+    ):
+        self.limit = float(limit)
+        self.enabled = bool(enabled)
+        self.max_action = float(max_action)
+        self.l2_max = l2_max
+        self.l2_updates = l2_updates
+        self.saturation = saturation
+        self.max_saturated_share = max_saturated_share
+        self.min_action_std = min_action_std
+        self.min_episode_length = min_episode_length
+        self.lifted = False
+        self.l2_streak = 0  # consecutive updates with per-sample L2 below l2_max
+        self._actions = np.zeros((action_window, action_dim), np.float32)  # ring buffer
+        self._next = 0
+        self._count = 0
+        self.episode_lengths: deque[int] = deque(maxlen=episode_window)
+        self._warned_this_episode = False
+
+    # --- what the policy side uses ------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.lifted
+
+    @property
+    def current_limit(self) -> float:
+        """The clip for PolicyWeights.action_limit: the limit while active, 0 (= none) otherwise."""
+        return self.limit if self.active else 0.0
+
+    def apply(self, actions: np.ndarray) -> np.ndarray:
+        """Clip actions to +-limit while active (warns once per episode); identity otherwise."""
+        if not self.active:
+            return actions
+        if not self._warned_this_episode:
+            self._warned_this_episode = True
+            log.warning("Action limit active (%.0f%%)", 100.0 * self.limit / self.max_action)
+        return np.clip(actions, -self.limit, self.limit)
+
+    def follow(self, action_limit: float) -> None:
+        """Policy-node side: adopt the trainer's decision from PolicyWeights.action_limit
+        (0 = no limit). A limiter with enabled=False (deploy, or switched off) ignores it."""
+        if action_limit > 0.0:
+            self.limit, self.lifted = float(action_limit), False
+        else:
+            self.lifted = True
+
+    def start_episode(self) -> None:
+        """A new episode: the next apply() logs the limit again."""
+        self._warned_this_episode = False
+
+    def record_episode(self, length: int) -> None:
+        """An episode ended after `length` steps (criterion 3); also starts a new episode."""
+        self.episode_lengths.append(int(length))
+        self.start_episode()
+
+    # --- what the learner feeds ---------------------------------------------------------------
+    def observe_l2(self, cnn_l2: float) -> None:
+        """One update's per-sample CNN L2 (the larger of actor and critic CNN)."""
+        self.l2_streak = self.l2_streak + 1 if cnn_l2 < self.l2_max else 0
+
+    def observe_actions(self, raw_actions: np.ndarray) -> None:
+        """The actor's raw (pre-limit, noise-free) outputs, shape (n, action_dim)."""
+        a = np.asarray(raw_actions, np.float32).reshape(-1, self._actions.shape[1])
+        window = self._actions.shape[0]
+        if len(a) >= window:
+            self._actions[:] = a[-window:]
+            self._next, self._count = 0, window
+            return
+        end = self._next + len(a)
+        if end <= window:
+            self._actions[self._next:end] = a
+        else:
+            split = window - self._next
+            self._actions[self._next:] = a[:split]
+            self._actions[: end - window] = a[split:]
+        self._next = end % window
+        self._count = min(self._count + len(a), window)
+
+    def recent_actions(self) -> np.ndarray:
+        """The action window, oldest first."""
+        if self._count < self._actions.shape[0]:
+            return self._actions[: self._count].copy()
+        return np.roll(self._actions, -self._next, axis=0)
+
+    def saturated_share(self) -> float:
+        a = self.recent_actions()
+        return float(np.mean(np.abs(a) > self.saturation * self.max_action)) if len(a) else 0.0
+
+    def criteria(self) -> dict[str, dict[str, Any]]:
+        """Each lifting criterion: whether it holds, its value and its threshold."""
+        a = self.recent_actions()
+        window_full = self._count == self._actions.shape[0]
+        share = self.saturated_share()
+        std = float(a.std(axis=0).min()) if len(a) > 1 else 0.0
+        episodes_full = len(self.episode_lengths) == self.episode_lengths.maxlen
+        mean_len = float(np.mean(self.episode_lengths)) if self.episode_lengths else 0.0
+        window, episodes = self._actions.shape[0], self.episode_lengths.maxlen
+
+        def criterion(held: bool, value: float, threshold: str) -> dict[str, Any]:
+            return {"held": bool(held), "value": value, "threshold": threshold}
+
+        return {
+            "cnn_l2": criterion(self.l2_streak >= self.l2_updates, self.l2_streak,
+                                f"L2 < {self.l2_max:g} for {self.l2_updates} consecutive updates"),
+            "saturated_share": criterion(window_full and share < self.max_saturated_share, share,
+                                         f"< {self.max_saturated_share:g} over {window} actions"),
+            "action_std": criterion(window_full and std > self.min_action_std, std,
+                                    f"> {self.min_action_std:g} in every dimension"),
+            "episode_length": criterion(episodes_full and mean_len > self.min_episode_length, mean_len,
+                                        f"mean of last {episodes} > {self.min_episode_length:g}"),
+        }
+
+    def describe(self, criteria: dict[str, dict[str, Any]] | None = None) -> str:
+        """One line: each criterion, its value, its threshold and whether it holds."""
+        crit = self.criteria() if criteria is None else criteria
+        return "; ".join(
+            f"{name} = {c['value']:.4g} ({c['threshold']}): {'held' if c['held'] else 'not yet'}"
+            for name, c in crit.items()
+        )
+
+    def maybe_lift(self) -> bool:
+        """Lift the limit if every criterion holds; returns True when it was lifted now."""
+        if not self.active or self.l2_streak < self.l2_updates:  # cheap test first
+            return False
+        crit = self.criteria()
+        if not all(c["held"] for c in crit.values()):
+            return False
+        self.lifted = True
+        log.warning("Action limit lifted, all criteria held: %s", self.describe(crit))
+        return True
+
+    def observe_update(self, cnn_l2: float, raw_actions: np.ndarray | None = None) -> bool:
+        """Feed one update (L2, and the raw actions if the actor ran); returns True if lifted now."""
+        if not self.active:
+            return False
+        self.observe_l2(cnn_l2)
+        if raw_actions is not None:
+            self.observe_actions(raw_actions)
+        return self.maybe_lift()
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit,
+            "enabled": self.enabled,
+            "lifted": self.lifted,
+            "l2_streak": self.l2_streak,
+            "actions": self.recent_actions(),
+            "episode_lengths": list(self.episode_lengths),
+            "warned_this_episode": self._warned_this_episode,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.limit = float(state["limit"])
+        self.enabled = bool(state["enabled"])
+        self.lifted = bool(state["lifted"])
+        self.l2_streak = int(state["l2_streak"])
+        self._actions[:] = 0.0
+        self._next = self._count = 0
+        actions = np.asarray(state["actions"], np.float32)
+        if len(actions):
+            self.observe_actions(actions)
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(int(x) for x in state["episode_lengths"])
+        self._warned_this_episode = bool(state["warned_this_episode"])

@@ -1,0 +1,128 @@
+"""Policy-weights codec: the actor's state dict <-> a safetensors payload, validated on the way in.
+
+safetensors holds raw tensors and a JSON header and cannot run code; a pickle (torch.save) can.
+decode_policy_weights therefore refuses anything that is not a well-formed safetensors payload
+of exactly the expected architecture, with finite values and the advertised sha256, and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping
+
+import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+# A policy (NatureCNN + actor MLP) is ~7.7 MB of float32; anything far bigger is not ours.
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+_PICKLE_PROTO = b"\x80"  # first byte of a pickle of protocol >= 2
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive (a pickle inside)
+
+
+class WeightsRejected(ValueError):
+    """A weights payload that must not be loaded; str(exc) is the reason."""
+
+
+def _cpu_contiguous(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(value).__name__}")
+        out[name] = value.detach().to("cpu").contiguous()
+    return out
+
+
+def encode_policy_weights(
+    state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """State dict -> safetensors bytes. `metadata` (str -> str) goes into the header's
+    __metadata__ (e.g. version, action_limit, updates for a weights file)."""
+    meta = {"format": "pt", "architecture": architecture_fingerprint(state_dict)}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    return safetensors_save(_cpu_contiguous(state_dict), metadata=meta)
+
+
+def architecture_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the sorted (name, dtype, shape) of every tensor: equal iff the architecture is.
+
+    Memory layout (channels_last or not) does not count; values do not count."""
+    lines = [
+        f"{name}:{str(t.dtype).removeprefix('torch.')}:{'x'.join(str(d) for d in t.shape)}"
+        for name, t in sorted(state_dict.items())
+    ]
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}"
+
+
+def decode_policy_weights(
+    payload: bytes,
+    sha256: str,
+    fingerprint: str,
+    reference_state_dict: Mapping[str, torch.Tensor],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, torch.Tensor]:
+    """Validate and decode a payload; return the state dict (CPU tensors) or raise WeightsRejected.
+
+    Checks, cheapest first: size <= max_bytes; sha256 of the payload; not a pickle / torch.save
+    archive; a well-formed safetensors header; the advertised fingerprint is the reference's;
+    exactly the reference's tensor names, each with its dtype and shape; every value finite.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise WeightsRejected(f"payload must be bytes, got {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) > max_bytes:
+        raise WeightsRejected(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
+    actual_sha = hashlib.sha256(payload).hexdigest()
+    if not isinstance(sha256, str) or actual_sha != sha256.strip().lower():
+        raise WeightsRejected(f"sha256 mismatch: payload hashes to {actual_sha}, message says {sha256!r}")
+    if payload[:1] == _PICKLE_PROTO or payload[:4] == _ZIP_MAGIC:
+        raise WeightsRejected("payload is a pickle / torch.save archive, not safetensors: refused unread")
+    if len(payload) < 8:
+        raise WeightsRejected(f"payload of {len(payload)} bytes is too short for a safetensors header")
+    (header_len,) = struct.unpack("<Q", payload[:8])
+    if header_len > len(payload) - 8:
+        raise WeightsRejected(
+            f"safetensors header length {header_len} exceeds the payload ({len(payload)} bytes)"
+        )
+    try:
+        header = json.loads(payload[8 : 8 + header_len])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except ValueError as exc:
+        raise WeightsRejected(f"not a safetensors payload: bad header ({exc})") from None
+
+    expected = architecture_fingerprint(reference_state_dict)
+    if fingerprint != expected:
+        raise WeightsRejected(
+            f"wrong architecture: fingerprint {fingerprint!r} is not this policy's {expected!r}"
+        )
+    try:
+        tensors = safetensors_load(payload)
+    except Exception as exc:  # safetensors raises its own error types for malformed data
+        raise WeightsRejected(f"not a valid safetensors payload: {exc}") from None
+
+    missing = sorted(set(reference_state_dict) - set(tensors))
+    unexpected = sorted(set(tensors) - set(reference_state_dict))
+    if missing or unexpected:
+        raise WeightsRejected(
+            f"wrong architecture: tensors missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, ref in reference_state_dict.items():
+        got = tensors[name]
+        if got.dtype != ref.dtype:
+            raise WeightsRejected(f"wrong dtype: {name} is {_describe(got)}, expected {_describe(ref)}")
+        if got.shape != ref.shape:
+            raise WeightsRejected(f"wrong shape: {name} is {_describe(got)}, expected {_describe(ref)}")
+    for name, t in tensors.items():
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise WeightsRejected(f"non-finite values: {name} has {bad} NaN/inf of {t.numel()}")
+    return tensors

@@ -1,0 +1,148 @@
+"""TD3 updates/s at batch 256: this learner (both encoder_grad modes) vs Stable-Baselines3.
+
+Every contender samples its batches from its own replay buffer filled with the same kind of
+data (random 84x84 uint8 frames in 4-stacks, random actions and rewards), so sampling is part of
+each update, as it is in SB3's train(). This learner runs with every stabilization on (the
+defaults: LayerNorm, CNN weight decay, grad clipping on four parts, feature-norm monitor, action
+limiter). SB3: TD3 "CnnPolicy" (its NatureCNN, separate actor and critic extractors, the same
+256x256 heads) on a (4, 84, 84) uint8 Box observation. Contenders take turns for several rounds
+(other jobs on a shared machine then slow them alike); each reports its median round.
+
+SB3 is a bench-only extra (requirements/bench.txt), never a runtime dependency:
+    .venv/bin/pip install -c requirements/constraints.txt -r requirements/bench.txt
+Without it the SB3 column is skipped with a message.
+
+Usage: python bench/train_throughput.py [--rounds 5] [--updates 8] [--batch 256] [--threads N]
+The last line printed is the ratio to SB3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from av_td3_ros.learning import FrameReplayBuffer, TD3Config, TD3Learner
+
+FILL = 3000  # transitions per buffer: plenty for uniform sampling, little memory
+
+
+def fill_frame_buffer(seed: int) -> FrameReplayBuffer:
+    rng = np.random.default_rng(seed)
+    buffer = FrameReplayBuffer(FILL + 100, seed=seed)
+    buffer.start_episode("car", rng.integers(0, 256, (84, 84), dtype=np.uint8), np.zeros(23, np.float32))
+    for step in range(1, FILL + 1):
+        end = step % 200 == 0
+        buffer.add_step("car", rng.uniform(-1, 1, 2), float(rng.normal()),
+                        rng.integers(0, 256, (84, 84), dtype=np.uint8),
+                        rng.normal(size=23).astype(np.float32), terminated=end, truncated=False)
+        if end:
+            buffer.start_episode("car", rng.integers(0, 256, (84, 84), dtype=np.uint8),
+                                 np.zeros(23, np.float32))
+    return buffer
+
+
+def ours(encoder_grad: str, batch: int) -> Callable[[int], None]:
+    learner = TD3Learner(TD3Config(encoder_grad=encoder_grad, batch_size=batch, seed=0))
+    buffer = fill_frame_buffer(seed=0)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            learner.update(buffer.sample(batch))
+
+    return run
+
+
+def sb3(batch: int) -> Callable[[int], None] | str:
+    try:
+        import gymnasium as gym
+        from stable_baselines3 import TD3
+        from stable_baselines3.common.logger import configure
+    except ImportError as exc:
+        return (f"stable-baselines3 is not installed ({exc.name}): SB3 skipped. Install the bench extra with "
+                "`.venv/bin/pip install -c requirements/constraints.txt -r requirements/bench.txt`")
+
+    class ImageEnv(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    model = TD3("CnnPolicy", ImageEnv(), buffer_size=FILL + 100, learning_starts=0, batch_size=batch,
+                policy_kwargs={"net_arch": [256, 256]}, device="cpu", seed=0, verbose=0)
+    model.set_logger(configure(folder=None, format_strings=[]))
+    rng = np.random.default_rng(0)
+    for step in range(FILL):
+        model.replay_buffer.add(
+            rng.integers(0, 256, (1, 4, 84, 84), dtype=np.uint8),
+            rng.integers(0, 256, (1, 4, 84, 84), dtype=np.uint8),
+            rng.uniform(-1, 1, (1, 2)).astype(np.float32), np.array([rng.normal()], np.float32),
+            np.array([step % 200 == 199]), [{}],
+        )
+
+    def run(n: int) -> None:
+        model.train(gradient_steps=n, batch_size=batch)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=8, help="updates per contender per round")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
+          f"{args.rounds} rounds x {args.updates} updates")
+
+    contenders: dict[str, Callable[[int], None]] = {
+        "ours separate": ours("separate", args.batch),
+        "ours critic_only": ours("critic_only", args.batch),
+    }
+    sb3_run = sb3(args.batch)
+    if isinstance(sb3_run, str):
+        print(sb3_run)
+    else:
+        contenders["SB3 TD3 CnnPolicy"] = sb3_run
+
+    for run in contenders.values():  # warm-up: allocations, oneDNN primitive caches
+        run(3)
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run(args.updates)
+            rates[name].append(args.updates / (time.perf_counter() - start))
+    # Median: the typical round. Best: the round least disturbed by other jobs on the machine.
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    best = {name: max(r) for name, r in rates.items()}
+    for name, r in rates.items():
+        print(f"{name:>20}: median {median[name]:5.2f}, best {best[name]:5.2f} updates/s  "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in r)})")
+
+    sb3_name = "SB3 TD3 CnnPolicy"
+    if sb3_name not in median:
+        print("ratio vs SB3: n/a (stable-baselines3 not installed)")
+        return
+
+    def ratios(rate: dict[str, float]) -> str:
+        return (f"separate {rate['ours separate'] / rate[sb3_name]:.2f}x, "
+                f"critic_only {rate['ours critic_only'] / rate[sb3_name]:.2f}x")
+
+    print(f"ratio vs SB3 (target >= 1.5x, all stabilizers on): median {ratios(median)}; best {ratios(best)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""TD3Learner: optimizers, clipping, the update's numbers, acting, both encoder_grad modes."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from av_td3_ros.learning import MetricsWriter, TD3Config, TD3Learner
+from av_td3_ros.learning.config import ENCODER_GRAD_MODES
+
+torch.set_num_threads(1)
+BATCH = 8
+
+
+def make_batch(seed=0, batch=BATCH, reward_scale=1.0, terminated=None):
+    rng = np.random.default_rng(seed)
+    return SimpleNamespace(
+        frames=rng.integers(0, 256, (batch, 4, 84, 84), dtype=np.uint8),
+        kinematics=rng.normal(size=(batch, 23)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (batch, 2)).astype(np.float32),
+        rewards=(reward_scale * rng.normal(size=batch)).astype(np.float32),
+        next_frames=rng.integers(0, 256, (batch, 4, 84, 84), dtype=np.uint8),
+        next_kinematics=rng.normal(size=(batch, 23)).astype(np.float32),
+        terminated=(rng.random(batch) < 0.2 if terminated is None else np.full(batch, terminated)).astype(
+            np.float32
+        ),
+    )
+
+
+def learner(**overrides):
+    return TD3Learner(TD3Config(seed=0, batch_size=BATCH, **overrides))
+
+
+def grad_norm(params):
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+
+
+def test_config_defaults_are_td3s_and_the_designs():
+    c = TD3Config()
+    assert (c.gamma, c.tau, c.policy_noise, c.noise_clip, c.policy_delay, c.batch_size) == (
+        0.99, 0.005, 0.2, 0.5, 2, 256
+    )
+    assert (c.exploration_noise, c.max_action, c.grad_clip, c.encoder_grad, c.cnn_norm, c.device) == (
+        0.1, 1.0, 10.0, "separate", "layer", "auto"
+    )
+    with pytest.raises(ValueError, match="encoder_grad"):
+        TD3Config(encoder_grad="both")
+    with pytest.raises(ValueError, match=r"TD3Config.tau = 0.*\(0, 1\]"):
+        TD3Config(tau=0)
+    u = TD3Config.unstabilized()
+    assert (u.cnn_norm, u.cnn_weight_decay, u.grad_clip, u.adaptive_lr, u.action_limiter) == (
+        "none", 0.0, None, False, False
+    )
+
+
+@pytest.mark.parametrize("encoder_grad", ENCODER_GRAD_MODES)
+def test_weight_decay_only_on_the_two_cnn_optimizers_and_their_learning_rates(encoder_grad):
+    agent = learner(encoder_grad=encoder_grad)
+    assert agent.device.type == "cpu"  # device "auto" on a machine without CUDA
+    groups = {
+        "actor": agent.actor_optimizer, "actor_cnn": agent.actor_cnn_optimizer,
+        "critic": agent.critic_optimizer, "critic_cnn": agent.critic_cnn_optimizer,
+    }
+    expected = {"actor": (3e-4, 0.0), "actor_cnn": (1e-4, 1e-4),
+                "critic": (3e-4, 0.0), "critic_cnn": (1e-4, 1e-4)}
+    if encoder_grad == "critic_only":
+        assert groups.pop("actor_cnn") is None  # one CNN, trained by the critic loss only
+        expected.pop("actor_cnn")
+    for name, opt in groups.items():
+        assert isinstance(opt, torch.optim.Adam)
+        (group,) = opt.param_groups
+        assert (group["lr"], group["weight_decay"]) == expected[name], name
+    # Every trainable parameter is in exactly one optimizer, and each CNN optimizer holds a CNN.
+    owned = [id(p) for opt in groups.values() for p in opt.param_groups[0]["params"]]
+    modules = (agent.actor, agent.critic, agent.actor_encoder, agent.critic_encoder)
+    trainable = {id(p) for m in modules for p in m.parameters()}
+    assert len(owned) == len(set(owned)) and set(owned) == trainable
+    assert {id(p) for p in agent.critic_cnn_optimizer.param_groups[0]["params"]} == {
+        id(p) for p in agent.critic_encoder.parameters()
+    }
+    # Targets are frozen copies.
+    for target in (agent.actor_target, agent.critic_target,
+                   agent.actor_encoder_target, agent.critic_encoder_target):
+        assert not any(p.requires_grad for p in target.parameters())
+
+
+def test_clipping_caps_a_huge_critic_gradient_at_10_and_returns_the_pre_clip_norm():
+    agent = learner()
+    info = agent.update(make_batch(reward_scale=1e6))  # update 1: critic only
+    assert "actor_loss" not in info
+    assert info["grad_norm_critic"] > 1e4 and info["grad_norm_critic_cnn"] > 1e4
+    # The gradients the optimizers stepped with were clipped to exactly 10.
+    assert grad_norm(agent.critic.parameters()) == pytest.approx(10.0, rel=1e-4)
+    assert grad_norm(agent.critic_encoder.parameters()) == pytest.approx(10.0, rel=1e-4)
+
+
+def test_clipping_caps_a_huge_actor_gradient_at_10():
+    agent = learner()
+    with torch.no_grad():
+        agent.critic.l3.weight.mul_(1e6)  # dQ/da huge -> huge actor gradients
+    agent.updates = 1  # the next update is an actor update
+    info = agent.update(make_batch())
+    assert info["actor_updated"] == 1.0
+    assert info["grad_norm_actor"] > 100 and info["grad_norm_actor_cnn"] > 100
+    assert grad_norm(agent.actor.parameters()) == pytest.approx(10.0, rel=1e-4)
+    assert grad_norm(agent.actor_encoder.parameters()) == pytest.approx(10.0, rel=1e-4)
+
+
+def test_without_clipping_the_gradient_is_left_alone():
+    agent = learner(grad_clip=None)
+    info = agent.update(make_batch(reward_scale=1e6))
+    assert grad_norm(agent.critic.parameters()) == pytest.approx(info["grad_norm_critic"], rel=1e-4)
+    assert info["grad_norm_critic"] > 1e4
+
+
+UPDATE_KEYS = {
+    "critic_loss", "q_mean", "target_q_mean", "td_error", "grad_norm_actor", "grad_norm_actor_cnn",
+    "grad_norm_critic", "grad_norm_critic_cnn", "cnn_l2", "actor_cnn_l2", "critic_cnn_l2",
+    "cnn_features_mean", "cnn_features_std", "lr_actor", "lr_actor_cnn", "lr_critic", "lr_critic_cnn",
+    "saturated_share", "action_limit_active", "action_limit", "actor_updated", "lr_cut",
+}
+
+
+@pytest.mark.parametrize("encoder_grad", ENCODER_GRAD_MODES)
+def test_update_returns_every_number_and_updates_the_actor_every_second_time(encoder_grad):
+    agent = learner(encoder_grad=encoder_grad)
+    infos = [agent.update(make_batch(seed=i)) for i in range(4)]
+    assert agent.updates == 4
+    for i, info in enumerate(infos, start=1):
+        assert UPDATE_KEYS <= set(info)
+        assert all(isinstance(v, float) and math.isfinite(v) for v in info.values())
+        assert ("actor_loss" in info) == (i % 2 == 0) == (info["actor_updated"] == 1.0)
+    last = infos[-1]
+    assert 10 < last["cnn_l2"] < 30 and last["cnn_l2"] == max(last["actor_cnn_l2"], last["critic_cnn_l2"])
+    assert (last["lr_actor"], last["lr_critic"], last["lr_critic_cnn"]) == (3e-4, 3e-4, 1e-4)
+    assert last["lr_actor_cnn"] == (1e-4 if encoder_grad == "separate" else 0.0)
+    assert last["action_limit_active"] == 1.0 and last["action_limit"] == 0.6
+    assert 0.0 <= last["saturated_share"] <= 1.0
+
+
+def test_terminated_transitions_do_not_bootstrap():
+    agent = learner()
+    batch = make_batch(terminated=1.0)
+    info = agent.update(batch)
+    assert info["target_q_mean"] == pytest.approx(float(batch.rewards.mean()), abs=1e-6)
+    batch = make_batch(terminated=0.0)
+    info = agent.update(batch)
+    assert info["target_q_mean"] != pytest.approx(float(batch.rewards.mean()), abs=1e-6)
+
+
+def test_targets_move_by_tau_only_on_actor_updates():
+    agent = learner()
+    before = agent.critic_target.l1.weight.clone()
+    agent.update(make_batch(0))
+    assert torch.equal(agent.critic_target.l1.weight, before)  # update 1: no actor step, no soft update
+    online_before_step2 = agent.critic.l1.weight.detach().clone()
+    agent.update(make_batch(1))
+    # target = (1 - tau) * target + tau * online(after this update's critic step)
+    expected = 0.995 * before + 0.005 * agent.critic.l1.weight.detach()
+    torch.testing.assert_close(agent.critic_target.l1.weight, expected)
+    assert not torch.equal(online_before_step2, agent.critic.l1.weight)
+
+
+def test_critic_only_trains_one_encoder_with_the_critic_loss_alone():
+    def backward_passes(encoder_grad):
+        agent = learner(encoder_grad=encoder_grad)
+        calls = {"actor": 0, "critic": 0}
+
+        def count_backward_into(encoder, name):
+            def on_output(module, inputs, output):
+                if output.requires_grad:
+                    output.register_hook(lambda grad: calls.__setitem__(name, calls[name] + 1))
+            encoder.register_forward_hook(on_output)
+
+        count_backward_into(agent.actor_encoder, "actor")
+        if agent.critic_encoder is not agent.actor_encoder:
+            count_backward_into(agent.critic_encoder, "critic")
+        agent.update(make_batch(0))
+        agent.update(make_batch(1))  # one actor update
+        return agent, calls
+
+    shared, calls = backward_passes("critic_only")
+    assert shared.critic_encoder is shared.actor_encoder is shared.policy.encoder
+    assert calls == {"actor": 2, "critic": 0}  # = the shared encoder: two critic backward passes only
+    _, calls = backward_passes("separate")
+    assert calls == {"actor": 1, "critic": 2}
+
+
+def test_act_single_and_batch_with_the_limit_and_exploration():
+    agent = learner()
+    batch = make_batch()
+    single = agent.act(batch.frames[0], batch.kinematics[0], explore=False)
+    assert single.shape == (2,) and single.dtype == np.float32
+    many = agent.act(batch.frames, batch.kinematics, explore=False)
+    assert many.shape == (BATCH, 2)
+    np.testing.assert_allclose(many[0], single, rtol=1e-5, atol=1e-6)
+    noisy = agent.act(batch.frames, batch.kinematics, explore=True)
+    assert not np.allclose(noisy, many)
+
+    with torch.no_grad():  # push the raw actor into saturation: the limit still holds
+        agent.actor.l3.weight.mul_(1000)
+    assert np.abs(agent.act(batch.frames, batch.kinematics, explore=True)).max() <= 0.6 + 1e-7
+    assert agent.action_limit == 0.6
+
+    free = learner(action_limiter=False)
+    with torch.no_grad():
+        free.actor.l3.weight.mul_(1000)
+    out = free.act(batch.frames, batch.kinematics, explore=False)
+    assert np.abs(out).max() > 0.9 and free.action_limit == 0.0
+
+
+def test_the_update_feeds_the_monitor_and_the_limiter():
+    agent = learner(l2_healthy=1.0, l2_warning=2.0, l2_failure=1000.0)  # any real feature norm is "too big"
+    info = agent.update(make_batch())
+    assert info["lr_cut"] == 1.0
+    assert (info["lr_actor_cnn"], info["lr_critic_cnn"]) == (5e-5, 5e-5)
+    assert (info["lr_actor"], info["lr_critic"]) == (3e-4, 3e-4)  # the MLPs are not touched
+
+    agent = learner(limiter_l2_updates=2, limiter_action_window=BATCH, limiter_episode_window=1,
+                limiter_min_action_std=0.0)  # the plumbing, not the numbers (tested elsewhere)
+    agent.record_episode_length(150)
+    agent.update(make_batch(0))
+    assert agent.limiter.active  # no actions seen yet
+    info = agent.update(make_batch(1))
+    assert info["action_limit_active"] == 0.0 and agent.action_limit == 0.0
+    assert len(agent.limiter.recent_actions()) == BATCH
+
+
+def test_weight_norms_of_every_cnn_layer_come_with_the_update_when_due():
+    agent = learner(weight_norms_every=2)
+    assert not any(k.startswith("weight_norm/") for k in agent.update(make_batch(0)))
+    info = agent.update(make_batch(1))
+    norms = {k for k in info if k.startswith("weight_norm/")}
+    assert len(norms) == 16 and "weight_norm/actor_cnn/conv1.weight" in norms
+    assert "weight_norm/critic_cnn/fc_norm.weight" in norms
+
+
+def test_metrics_writer_uses_the_designs_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    agent = learner(weight_norms_every=2)
+    with MetricsWriter(tmp_path) as writer:
+        for _ in range(2):
+            writer.write_update(agent.update(make_batch(agent.updates)), agent.updates)
+        writer.write_scalars({"episode/return": 3.0}, 2)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in (
+        "debug/cnn_features_l2_norm", "debug/cnn_features_mean", "debug/cnn_features_std",
+        "loss/critic", "loss/actor", "q/mean", "q/td_error", "grad_norm/actor", "grad_norm/actor_cnn",
+        "grad_norm/critic", "grad_norm/critic_cnn", "lr/actor", "lr/actor_cnn", "lr/critic", "lr/critic_cnn",
+        "actions/saturated_share", "limiter/active", "limiter/limit", "weight_norm/actor_cnn/conv1.weight",
+        "episode/return",
+    ):
+        assert tag in tags, tag
+    assert [e.step for e in events.Scalars("debug/cnn_features_l2_norm")] == [1, 2]

@@ -1,0 +1,236 @@
+"""FeatureNormMonitor (per-sample norms, LR cuts with cooldown and floor) and ActionLimiter."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from av_td3_ros.learning import ActionLimiter, FeatureNormMonitor, batch_summed_l2, per_sample_l2
+from av_td3_ros.model import NatureCNN
+
+torch.set_num_threads(1)
+
+
+# --- per-sample vs batch-summed --------------------------------------------------------------
+@pytest.mark.parametrize("batch", [1, 16, 256])
+def test_batch_summed_norm_is_per_sample_norm_times_sqrt_batch(batch):
+    # Rows of equal norm r: the design's whole-batch norm is exactly r * sqrt(B).
+    g = torch.Generator().manual_seed(batch)
+    rows = torch.randn(batch, 512, generator=g)
+    features = 65.0 * rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    assert per_sample_l2(features) == pytest.approx(65.0, rel=1e-5)
+    assert batch_summed_l2(features) == pytest.approx(65.0 * math.sqrt(batch), rel=1e-5)
+
+
+def test_the_designs_1242_explosion_was_mostly_the_batch_size():
+    # ~65 per sample at batch 256 reads ~1,040 when summed over the batch: most of the "1,242".
+    assert 65.0 * math.sqrt(256) == pytest.approx(1040.0)
+    # Real CNN features at init (per sample ~16) read ~16 * sqrt(B) batch-summed.
+    with torch.no_grad():
+        features = NatureCNN()(torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8))
+    ratio = batch_summed_l2(features) / per_sample_l2(features)
+    assert ratio == pytest.approx(math.sqrt(64), rel=0.02)
+    assert per_sample_l2(features) < 30 < batch_summed_l2(features)  # healthy, yet "exploded"
+
+
+# --- thresholds and LR cuts ------------------------------------------------------------------
+def cnn_optimizers(lr=1e-4):
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))]
+    return {
+        "actor_cnn": torch.optim.Adam([params[0]], lr=lr, weight_decay=1e-4),
+        "critic_cnn": torch.optim.Adam([params[1]], lr=lr, weight_decay=1e-4),
+    }
+
+
+def lrs(optimizers):
+    return {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
+
+
+def test_thresholds_are_the_designs():
+    monitor = FeatureNormMonitor()
+    assert [monitor.classify(x) for x in (15.8, 29.9, 30.0, 50.0, 50.1, 100.0, 100.1, 1242)] == [
+        "healthy", "healthy", "elevated", "elevated", "warning", "warning", "failure", "failure"
+    ]
+    assert (monitor.cooldown, monitor.lr_floor, monitor.lr_factor) == (1000, 1e-6, 0.5)
+    assert (monitor.stats_every, monitor.weight_norms_every) == (100, 1000)
+
+
+def test_norms_above_warning_halve_the_lr_once_per_cooldown_and_never_below_the_floor(caplog):
+    optimizers = cnn_optimizers()
+    monitor = FeatureNormMonitor(optimizers)
+    cut_at = []
+    with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.monitor"):
+        for update in range(1, 12_001):
+            if monitor.observe(60.0, update):
+                cut_at.append(update)
+    # 1e-4 -> 5e-5 -> 2.5e-5 -> 1.25e-5 -> 6.25e-6 -> 3.125e-6 -> 1.5625e-6 -> 1e-6 (floor), then none
+    assert cut_at == [1, 1001, 2001, 3001, 4001, 5001, 6001]
+    assert lrs(optimizers) == {"actor_cnn": 1e-6, "critic_cnn": 1e-6}
+    cuts = [r for r in caplog.records if "learning rate cut" in r.getMessage()]
+    assert len(cuts) == 7 and all(r.levelno == logging.WARNING for r in cuts)
+    assert "actor_cnn 0.0001 -> 5e-05" in cuts[0].getMessage()
+    assert "critic_cnn 0.0001 -> 5e-05" in cuts[0].getMessage()
+    assert "1.56e-06 -> 1e-06" in cuts[-1].getMessage()
+
+
+def test_healthy_and_elevated_norms_never_cut_and_the_switch_turns_cuts_off():
+    optimizers = cnn_optimizers()
+    monitor = FeatureNormMonitor(optimizers)
+    for update, l2 in enumerate([16.0, 29.0, 45.0, 50.0] * 1000, start=1):
+        assert monitor.observe(l2, update) == []
+    assert lrs(optimizers) == {"actor_cnn": 1e-4, "critic_cnn": 1e-4}
+    off = FeatureNormMonitor(optimizers, adaptive_lr=False)
+    assert off.observe(500.0, 1) == []
+    assert lrs(optimizers) == {"actor_cnn": 1e-4, "critic_cnn": 1e-4}
+
+
+def test_a_streak_of_bad_batches_waits_for_the_cooldown(caplog):
+    optimizers = cnn_optimizers()
+    monitor = FeatureNormMonitor(optimizers, cooldown=1000)
+    assert monitor.observe(80.0, 10)
+    assert all(monitor.observe(80.0, u) == [] for u in range(11, 1010))
+    assert monitor.observe(80.0, 1010)
+    assert lrs(optimizers)["critic_cnn"] == pytest.approx(2.5e-5)
+    with caplog.at_level(logging.ERROR, logger="av_td3_ros.learning.monitor"):
+        monitor.observe(150.0, 1011)
+    assert any(r.levelno == logging.ERROR and "150.0 > 100" in r.getMessage() for r in caplog.records)
+
+
+def test_monitor_reports_every_cnn_layer_weight_norm_and_restores_its_state(caplog):
+    monitor = FeatureNormMonitor(cnn_optimizers())
+    assert monitor.stats_due(100) and not monitor.stats_due(150)
+    assert monitor.weight_norms_due(2000) and not monitor.weight_norms_due(1500)
+    cnn = NatureCNN()
+    with caplog.at_level(logging.INFO, logger="av_td3_ros.learning.monitor"):
+        norms = monitor.report_weight_norms(1000, {"critic_cnn": cnn})
+    layers = ["conv1", "norm1", "conv2", "norm2", "conv3", "norm3", "fc", "fc_norm"]
+    assert list(norms) == [f"weight_norm/critic_cnn/{name}.weight" for name in layers]
+    assert norms["weight_norm/critic_cnn/norm1.weight"] == pytest.approx(math.sqrt(32 * 20 * 20))
+    assert "critic_cnn weight norms: conv1" in caplog.text
+
+    monitor.observe(70.0, 5)
+    restored = FeatureNormMonitor(cnn_optimizers())
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.observe(70.0, 6) == []  # the cooldown survived
+    assert restored.observe(70.0, 1005) != []
+
+
+# --- ActionLimiter ----------------------------------------------------------------------------
+def healthy_actions(n, seed=0):
+    return np.random.default_rng(seed).uniform(-0.8, 0.8, size=(n, 2)).astype(np.float32)
+
+
+def drive_limiter(limiter, *, l2=20.0, updates=5000, actions=None, episode_lengths=(150,) * 10):
+    """Feed `updates` updates of per-sample L2 `l2` (with 1,000 actions on the way), then
+    the episodes; returns whether the limit is still active."""
+    actions = healthy_actions(1000) if actions is None else actions
+    for length in episode_lengths:
+        limiter.record_episode(length)
+    for i in range(updates):
+        chunk = actions[(i * 250) % 1000:(i * 250) % 1000 + 250] if i < 4 else None
+        limiter.observe_update(l2, chunk)
+    return limiter.active
+
+
+def test_limiter_clips_to_60_percent_and_warns_once_per_episode(caplog):
+    limiter = ActionLimiter()
+    assert limiter.active and limiter.current_limit == 0.6
+    with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
+        for _ in range(5):
+            out = limiter.apply(np.array([0.994, -1.0], np.float32))
+        limiter.record_episode(40)
+        limiter.apply(np.array([0.1, 0.2], np.float32))
+    np.testing.assert_allclose(out, [0.6, -0.6])
+    messages = [r for r in caplog.records if r.getMessage() == "Action limit active (60%)"]
+    assert len(messages) == 2 and all(r.levelno == logging.WARNING for r in messages)
+
+
+def test_limiter_switched_off_never_limits(caplog):
+    limiter = ActionLimiter(enabled=False)
+    with caplog.at_level(logging.WARNING):
+        out = limiter.apply(np.array([0.994, -1.0]))
+    np.testing.assert_array_equal(out, [0.994, -1.0])
+    assert not limiter.active and limiter.current_limit == 0.0 and caplog.records == []
+
+
+def test_limiter_lifts_when_all_criteria_hold_and_says_which(caplog):
+    limiter = ActionLimiter()
+    with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
+        # 4,999 healthy updates are not enough...
+        assert drive_limiter(limiter, updates=4999)
+        # ...the 5,000th is.
+        limiter.observe_update(20.0)
+    assert not limiter.active and limiter.current_limit == 0.0
+    np.testing.assert_array_equal(limiter.apply(np.array([0.9, -0.9])), [0.9, -0.9])
+    (lifted,) = [r.getMessage() for r in caplog.records if "lifted" in r.getMessage()]
+    for criterion in ("cnn_l2 = 5000", "saturated_share = 0", "action_std", "episode_length = 150"):
+        assert criterion in lifted
+    assert lifted.count(": held") == 4
+
+
+@pytest.mark.parametrize(
+    "failing",
+    ["l2_above_30", "l2_streak_broken", "saturated_actions", "locked_actions", "short_episodes",
+     "too_few_episodes"],
+)
+def test_limiter_stays_when_any_single_criterion_fails(failing):
+    limiter = ActionLimiter()
+    kwargs = {}
+    if failing == "l2_above_30":
+        kwargs["l2"] = 31.0
+    elif failing == "saturated_actions":  # 10% of the components at |a| > 0.99
+        actions = healthy_actions(1000)
+        actions[:100, 0] = 0.995
+        kwargs["actions"] = actions
+    elif failing == "locked_actions":  # unsaturated but frozen: the std criterion catches it
+        kwargs["actions"] = np.tile(np.array([[0.5, -0.3]], np.float32), (1000, 1)) + np.float32(0.01) * (
+            healthy_actions(1000) / 0.8)
+    elif failing == "short_episodes":  # mean of the last 10 = 100, not > 100
+        kwargs["episode_lengths"] = (300,) * 5 + (100,) * 10
+    elif failing == "too_few_episodes":
+        kwargs["episode_lengths"] = (500,) * 9
+    if failing == "l2_streak_broken":
+        drive_limiter(limiter, updates=4000)
+        limiter.observe_update(35.0)
+        assert drive_limiter(limiter, updates=4999, episode_lengths=())
+        limiter.observe_update(20.0)
+        assert not limiter.active  # 5,000 consecutive after the break: lifts
+        return
+    assert drive_limiter(limiter, **kwargs)
+    assert drive_limiter(limiter, **{**kwargs, "episode_lengths": ()})  # still after 10,000 updates
+    held = {name: c["held"] for name, c in limiter.criteria().items()}
+    assert list(held.values()).count(False) >= 1
+
+
+def test_limiter_state_round_trips_and_follows_the_trainer():
+    limiter = ActionLimiter()
+    drive_limiter(limiter, updates=3000, episode_lengths=(120, 130))
+    copy = ActionLimiter()
+    copy.load_state_dict(limiter.state_dict())
+    assert copy.l2_streak == 3000 and list(copy.episode_lengths) == [120, 130]
+    np.testing.assert_array_equal(copy.recent_actions(), limiter.recent_actions())
+    assert copy.criteria() == limiter.criteria()
+
+    node_side = ActionLimiter()
+    node_side.follow(0.0)
+    assert not node_side.active
+    node_side.follow(0.6)
+    assert node_side.active and node_side.current_limit == 0.6
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=40), max_size=30), st.integers(min_value=1, max_value=25))
+def test_the_limiters_action_window_is_the_last_n_actions(chunk_sizes, window):
+    limiter = ActionLimiter(action_window=window)
+    seen = np.zeros((0, 2), np.float32)
+    counter = 0
+    for size in chunk_sizes:
+        chunk = np.arange(counter, counter + 2 * size, dtype=np.float32).reshape(size, 2)
+        counter += 2 * size
+        limiter.observe_actions(chunk)
+        seen = np.concatenate([seen, chunk])
+        np.testing.assert_array_equal(limiter.recent_actions(), seen[-window:] if len(seen) else seen)
