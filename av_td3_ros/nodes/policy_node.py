@@ -1,7 +1,550 @@
-"""Placeholder until the ROS 2 nodes issue lands."""
+"""policy_node: drives one car from its camera with the TD3 actor (a lifecycle node).
 
+Thin shell: messages -> numpy (av_td3_ros.ros.conversions), per-frame decisions
+(av_td3_ros.ros.control_loop.ControlLoop), weights (av_td3_ros.ros.runtime.PolicyRuntime),
+perception (av_td3_ros.ros.policy_perception). Parameters: av_td3_ros.ros.parameters
+.POLICY_NODE_PARAMETERS, documented in config/policy.yaml.
+
+Threads: one MultiThreadedExecutor with two callback groups. Everything that touches the
+control state (inputs, watchdog, diagnostics, reset responses, lifecycle transitions) runs in
+the node's default mutually exclusive group; weights updates are decoded, validated and built in
+their own group, off the inference thread, and swapped in by one reference assignment.
+
+Outputs: one CarlaEgoVehicleControl per NEW camera frame (header stamp = the frame's stamp);
+while camera or odometry are stale the wall-clock watchdog publishes full brakes at
+control_rate (header stamp = now). rqt: Float32 under ~/ (steer, throttle, brake, reward,
+episode_return, inference_latency_ms, policy_version) and /diagnostics.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import signal
 import sys
+import threading
+import time
+import traceback
+
+import cv2
+import rclpy
+from av_td3_msgs.msg import PolicyWeights, Transition
+from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLaneInvasionEvent
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry, Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32
+from std_srvs.srv import Trigger
+
+from av_td3_ros.ros import qos
+from av_td3_ros.ros.conversions import (
+    BRAKE,
+    ControlCommand,
+    ConversionError,
+    control_to_message,
+    image_to_array,
+    odometry_to_state,
+    path_to_route,
+    policy_weights_from_message,
+    stamp_to_ns,
+    transition_to_message,
+)
+from av_td3_ros.ros.log import Throttle, forward_python_logging
+from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
+from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, InvalidParameter, declare_parameters
+
+# The GIL handoff interval: a weights update decoding in the other executor thread holds the GIL
+# for at most this long before the inference thread gets it (CPython's default is 5 ms).
+GIL_SWITCH_INTERVAL = 0.001
+
+SCALARS = ("steer", "throttle", "brake", "reward", "episode_return", "inference_latency_ms", "policy_version")
 
 
-def main() -> None:
-    sys.exit("policy_node is not built yet (see the 'ROS 2 nodes' issue)")
+def guarded(name: str, brake: bool = True):
+    """Wrap a callback: no exception ever escapes it. A failure is logged (throttled) and, if
+    `brake`, answered with a full brake: for a camera frame not answered yet, with that frame's
+    stamp (still one control per frame); otherwise stamped now."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args):
+            try:
+                return method(self, *args)
+            except Exception as exc:  # noqa: BLE001 — this is the last line of defence
+                tail = "".join(traceback.format_exception(exc)[-3:])
+                action = "; braking" if brake else ""
+                self._error(f"callback:{name}", f"{name} callback failed: {exc!r}{action}\n{tail}")
+                if not brake:
+                    return
+                try:
+                    stamp, self._unanswered = self._unanswered, None
+                    if name != "camera" or stamp is not None:
+                        self._publish_control(BRAKE, stamp)
+                except Exception:  # noqa: BLE001
+                    pass
+
+        return wrapper
+
+    return decorate
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, node_name: str = "policy_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.p = declare_parameters(self, POLICY_NODE_PARAMETERS)  # raises InvalidParameter
+        self.actor_id = self.p.actor_id or self.get_fully_qualified_name()
+        self._log_handler = forward_python_logging(self.get_logger())
+        self._throttle = Throttle(2.0)
+        self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # watchdog runs on wall time
+        self._weights_group = MutuallyExclusiveCallbackGroup()
+        self._active = False
+        self._unanswered = None  # stamp of the camera frame being answered, until its control is out
+        self._entities: list = []
+        self.runtime = None
+        self.loop = None
+
+    # --- topic names ------------------------------------------------------------------------
+    def _topic(self, name: str) -> str:
+        return getattr(self.p, name).replace("{role_name}", self.p.role_name)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Build the model, load weights (file now, topic as it comes), create the ROS entities."""
+        try:
+            self._build()
+        except Exception as exc:  # noqa: BLE001 — report and stay unconfigured
+            self.get_logger().error(f"configure failed: {exc!r}")
+            self._destroy_entities()
+            return TransitionCallbackReturn.FAILURE
+        p = self.p
+        self.get_logger().info(
+            f"configured: mode {p.mode}, actor {self.actor_id}, camera {self._topic('camera_topic')}, "
+            f"control {self._topic('control_topic')}, policy version {self.runtime.version}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _build(self) -> None:
+        from av_td3_ros.learning.action_limiter import ActionLimiter
+        from av_td3_ros.ros.control_loop import ControlLoop, StampGate
+        from av_td3_ros.ros.policy_perception import PolicyPerception
+        from av_td3_ros.ros.runtime import PolicyRuntime
+
+        p = self.p
+        cv2.setNumThreads(p.torch_threads)  # like torch: extra threads only add jitter next to other jobs
+        self.runtime = PolicyRuntime(p.encoder_norm, p.torch_threads, p.max_weights_bytes)
+        self.perception = PolicyPerception.from_params(p)
+        self.limiter = None
+        if p.mode == "train":  # until the first weights bring the trainer's limit
+            self.limiter = ActionLimiter(limit=p.initial_action_limit or 0.6)
+            if p.initial_action_limit == 0.0:
+                self.limiter.follow(0.0)
+        seed = None if p.seed < 0 else p.seed
+        self.loop = ControlLoop(mode=p.mode, runtime=self.runtime, stack=self.perception.new_stack(),
+                                actor_id=self.actor_id, limiter=self.limiter,
+                                exploration_noise=p.exploration_noise, seed=seed)
+        self.gate = StampGate()
+        self.watchdog = Watchdog(p.sensor_timeout, ("camera", "odometry"))
+        self.rates = {name: RateMeter() for name in ("camera", "odometry", "control")}
+        self.compute_ms, self.inference_ms = LatencyStats(), LatencyStats()
+        self.state, self.state_error = None, "no odometry received yet"  # latest valid VehicleState
+        self.route_error = "no route received yet"
+        self.events = {"collision": 0, "lane_invasion": 0}  # since the last frame
+        self.stale: dict = {}
+        self.counters = dict.fromkeys(("frames", "repeated_stamps", "bad_frames", "braked_frames",
+                                       "weights_accepted", "weights_rejected", "transitions"), 0)
+        self.last_rejection = ""
+        self.reset_deadline = None
+        self.warned_no_reset = False
+        if p.weights_file:
+            self._load_weights_file(p.weights_file)
+        elif p.mode == "deploy" and not p.weights_topic:
+            self.loop.no_weights_reason = "neither weights_file nor weights_topic is set"
+        self._create_entities()
+
+    def _load_weights_file(self, path: str) -> None:
+        from av_td3_ros.ros.runtime import WeightsRejected, load_weights_file
+
+        try:
+            policy = self.runtime.prepare(load_weights_file(path, self.runtime), f"file {path}")
+            self.runtime.install(policy)
+        except WeightsRejected as exc:
+            self._reject(f"file {path}", str(exc))
+            return
+        self.counters["weights_accepted"] += 1
+        self.get_logger().info(f"loaded weights version {policy.version} from {path}")
+
+    def _create_entities(self) -> None:
+        p, add = self.p, self._entities.append
+
+        def subscribe(msg_type, topic_param, callback, profile, **kwargs):
+            add(self.create_subscription(msg_type, self._topic(topic_param), callback, profile, **kwargs))
+
+        self.control_pub = self.create_lifecycle_publisher(
+            CarlaEgoVehicleControl, self._topic("control_topic"), qos.CONTROL_QOS)
+        add(self.control_pub)
+        self.scalar_pubs = {n: self.create_publisher(Float32, f"~/{n}", qos.SCALAR_QOS) for n in SCALARS}
+        self._entities.extend(self.scalar_pubs.values())
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS_QOS)
+        add(self.diag_pub)
+        self.transition_pub = self.reset_client = None
+        if p.mode == "train":
+            self.transition_pub = self.create_publisher(
+                Transition, self._topic("transitions_topic"), qos.TRANSITIONS_QOS)
+            add(self.transition_pub)
+            if p.reset_service:
+                self.reset_client = self.create_client(Trigger, self._topic("reset_service"))
+                add(self.reset_client)
+        subscribe(Image, "camera_topic", self._on_camera, qos.CAMERA_QOS)
+        subscribe(Odometry, "odometry_topic", self._on_odometry, qos.SENSOR_QOS)
+        subscribe(Path, "route_topic", self._on_route, qos.ROUTE_QOS)
+        subscribe(CarlaCollisionEvent, "collision_topic", functools.partial(self._on_event, "collision"),
+                  qos.EVENT_QOS)
+        subscribe(CarlaLaneInvasionEvent, "lane_invasion_topic",
+                  functools.partial(self._on_event, "lane_invasion"), qos.EVENT_QOS)
+        if p.weights_topic:  # decoded and built in its own callback group, off the inference thread
+            subscribe(PolicyWeights, "weights_topic", self._on_weights, qos.WEIGHTS_QOS,
+                      callback_group=self._weights_group)
+        add(self.create_timer(1.0 / p.control_rate, self._on_watchdog, clock=self._wall))
+        add(self.create_timer(p.diagnostics_period, self._on_diagnostics, clock=self._wall))
+
+    def _destroy_entities(self) -> None:
+        destroyers = {"LifecyclePublisher": self.destroy_lifecycle_publisher,
+                      "Publisher": self.destroy_publisher, "Subscription": self.destroy_subscription,
+                      "Client": self.destroy_client, "Timer": self.destroy_timer}
+        for entity in self._entities:
+            if hasattr(entity, "cancel"):
+                entity.cancel()
+            destroy = destroyers.get(type(entity).__name__)
+            if destroy is not None:
+                destroy(entity)
+        self._entities.clear()
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._active = True
+        self.get_logger().info("active: publishing controls")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._publish_control(BRAKE, None)  # one brake while the publisher is still active
+        self._active = False
+        self.get_logger().info("inactive: published one brake, control output stopped")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_entities()
+        self.runtime = self.loop = None
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._publish_control(BRAKE, None)
+            self._active = False
+        self._destroy_entities()
+        return super().on_shutdown(state)
+
+    # --- inputs ---------------------------------------------------------------------------------
+    @guarded("camera")
+    def _on_camera(self, msg: Image) -> None:
+        """One NEW frame -> exactly one control (stamped with the frame's stamp)."""
+        start, now = time.perf_counter(), time.monotonic()
+        self.watchdog.feed("camera", now)
+        self.rates["camera"].tick(now)
+        if not self._active:
+            return
+        if not self.gate.admit(stamp_to_ns(msg.header.stamp)):
+            self.counters["repeated_stamps"] += 1
+            return  # this frame was answered already: never twice for one stamp
+        self.counters["frames"] += 1
+        stamp = self._unanswered = msg.header.stamp
+        inputs = self._frame_inputs(msg, now)
+        if isinstance(inputs, str):
+            self.counters["braked_frames"] += 1
+            self._publish_control(BRAKE, stamp)
+            self._error(f"frame:{inputs[:12]}", f"{inputs}: braking")
+            return
+        out = self.loop.on_frame(*inputs)
+        self._publish_control(out.command, stamp)
+        self._report(out, stamp)
+        self.compute_ms.add((time.perf_counter() - start) * 1e3)
+
+    def _frame_inputs(self, msg: Image, now: float):
+        """(frame84, kinematics, judge) for ControlLoop.on_frame, or the reason to brake (str)."""
+        try:
+            frame = self.perception.frame84(image_to_array(msg), msg.encoding)
+        except ValueError as exc:  # ConversionError, UnsupportedEncoding, InvalidImage
+            self.counters["bad_frames"] += 1
+            return f"bad camera frame: {exc}"
+        age = self.watchdog.age("odometry", now)
+        if self.state is None or age is None or age > self.p.sensor_timeout:
+            return f"no valid odometry: {self.state_error if self.state is None else f'{age:.2f} s old'}"
+        if self.perception.route is None:
+            return f"no valid route: {self.route_error}"
+        state = self.state
+        if self.loop.phase == "start":
+            self.perception.start_episode()
+        try:
+            kinematics = self.perception.kinematics(state)
+        except ValueError as exc:
+            return f"cannot compute kinematics: {exc}"
+        events, self.events = self.events, {"collision": 0, "lane_invasion": 0}
+        return frame, kinematics, functools.partial(self.perception.judge, state, events)
+
+    def _report(self, out, stamp) -> None:
+        """Transitions, episode/reset bookkeeping and the rqt scalars of one answered frame."""
+        if out.brake_reason:
+            self.counters["braked_frames"] += 1
+            self._warn(f"brake:{out.brake_reason[:20]}", f"braking: {out.brake_reason}")
+        if self.transition_pub is not None:
+            for record in out.transitions:
+                self.transition_pub.publish(transition_to_message(record, stamp))
+                self.counters["transitions"] += 1
+        if out.episode_end:
+            self.get_logger().info(f"episode {self.loop.episode} ended after {self.loop.step} steps "
+                                   f"({out.episode_end}), return {out.episode_return:.2f}")
+        if out.request_reset:
+            self._request_reset()
+        self._scalar("reward", out.reward)
+        self._scalar("episode_return", out.episode_return)
+        self._scalar("policy_version", float(self.runtime.version))
+        if out.inference_ms is not None:
+            self.inference_ms.add(out.inference_ms)
+            self._scalar("inference_latency_ms", out.inference_ms)
+
+    @guarded("odometry")
+    def _on_odometry(self, msg: Odometry) -> None:
+        now = time.monotonic()
+        self.rates["odometry"].tick(now)
+        try:
+            self.state = odometry_to_state(msg)
+        except ConversionError as exc:
+            self.state, self.state_error = None, str(exc)
+            self._error("odometry", f"invalid odometry (braking until a valid one): {exc}")
+            return
+        self.watchdog.feed("odometry", now)
+
+    @guarded("route")
+    def _on_route(self, msg: Path) -> None:
+        try:
+            route = path_to_route(msg)
+            self.perception.set_route(route)
+        except ValueError as exc:  # ConversionError, InvalidInput
+            self.perception.set_route(None)
+            self.route_error = str(exc)
+            self._error("route", f"invalid route (braking until a valid one): {exc}")
+            return
+        self.loop.restart_episode()
+        self.get_logger().info(f"route with {len(route)} points received")
+
+    @guarded("event")
+    def _on_event(self, kind: str, msg) -> None:
+        self.events[kind] += 1
+
+    @guarded("weights", brake=False)
+    def _on_weights(self, msg: PolicyWeights) -> None:
+        from av_td3_ros.ros.runtime import WeightsRejected
+
+        source = f"topic {self._topic('weights_topic')} version {msg.version}"
+        runtime = self.runtime
+        if runtime is None:
+            return
+        try:
+            decoded = policy_weights_from_message(
+                msg, runtime.reference_state_dict, runtime.max_weights_bytes
+            )
+            policy = runtime.prepare(decoded, source)
+            runtime.install(policy)  # one reference swap: the next inference uses it
+        except WeightsRejected as exc:
+            self._reject(source, str(exc))
+            return
+        self.counters["weights_accepted"] += 1
+        self.get_logger().info(
+            f"policy version {policy.version} installed ({decoded.payload_bytes} bytes, "
+            f"action limit {policy.action_limit:g})"
+        )
+
+    # --- timers ---------------------------------------------------------------------------------
+    @guarded("watchdog")
+    def _on_watchdog(self) -> None:
+        now = time.monotonic()
+        if self.reset_deadline is not None and now > self.reset_deadline:
+            self.reset_deadline = None
+            self._warn(
+                "reset",
+                f"no answer from {self._topic('reset_service')} within "
+                f"{self.p.reset_timeout} s: starting a new episode anyway",
+            )
+            self.loop.reset_done()
+        stale = self.watchdog.stale(now)
+        if not self._active:
+            self.stale = stale
+            return
+        if stale:
+            self._publish_control(BRAKE, None)
+            ages = ", ".join(
+                f"{k} {'never received' if a is None else f'{a:.2f} s old'}" for k, a in stale.items()
+            )
+            self._warn("stale", f"watchdog: {ages} (sensor_timeout {self.p.sensor_timeout} s): full brake")
+            self.loop.restart_episode()  # a gap in the inputs breaks the frame stack and the episode
+        elif self.stale:
+            self.get_logger().info("watchdog: camera and odometry fresh again: resuming")
+        self.stale = stale
+
+    @guarded("diagnostics", brake=False)
+    def _on_diagnostics(self) -> None:
+        now = time.monotonic()
+        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.actor_id)
+        problems = []
+        if self.stale:
+            problems.append("stale: " + ", ".join(self.stale))
+        if self.p.mode == "deploy" and self.runtime.policy is None:
+            problems.append(f"no valid weights ({self.loop.no_weights_reason})")
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) or ("active" if self._active else "inactive")
+        values = {
+            "mode": self.p.mode,
+            "active": self._active,
+            "policy_version": self.runtime.version,
+            "limiter_active": bool(self.limiter is not None and self.limiter.active),
+            "action_limit": self.limiter.current_limit if self.limiter is not None else 0.0,
+            "camera_rate_hz": self.rates["camera"].rate(now),
+            "odometry_rate_hz": self.rates["odometry"].rate(now),
+            "control_rate_hz": self.rates["control"].rate(now),
+            "camera_age_s": self.watchdog.age("camera", now),
+            "odometry_age_s": self.watchdog.age("odometry", now),
+            "route_points": len(self.perception.route) if self.perception.route is not None else 0,
+            "episode": self.loop.episode,
+            "step": self.loop.step,
+            "episode_return": self.loop.episode_return,
+            "compute_ms_p50": self.compute_ms.percentile(50),
+            "compute_ms_p99": self.compute_ms.percentile(99),
+            "inference_ms_p99": self.inference_ms.percentile(99),
+            "last_weights_rejection": self.last_rejection,
+            **self.counters,
+        }
+        status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _publish_control(self, command: ControlCommand, stamp) -> None:
+        if stamp is not None and stamp is self._unanswered:
+            self._unanswered = None  # this frame has its one control
+        if not self._active or getattr(self, "control_pub", None) is None:
+            return
+        msg = control_to_message(
+            command, stamp if stamp is not None else self.get_clock().now().to_msg(), self.p.role_name
+        )
+        self.control_pub.publish(msg)
+        self.rates["control"].tick(time.monotonic())
+        self._scalar("steer", msg.steer)
+        self._scalar("throttle", msg.throttle)
+        self._scalar("brake", msg.brake)
+
+    def _scalar(self, name: str, value) -> None:
+        if value is not None and math.isfinite(value):
+            self.scalar_pubs[name].publish(Float32(data=float(value)))
+
+    def _reject(self, source: str, reason: str) -> None:
+        self.counters["weights_rejected"] += 1
+        self.last_rejection = f"{source}: {reason}"
+        version = self.runtime.version if self.runtime is not None else 0
+        self.get_logger().error(f"rejected weights from {source}: {reason}; keeping policy version {version}")
+        if self.loop is not None and self.runtime is not None and self.runtime.policy is None:
+            self.loop.no_weights_reason = f"weights from {source} rejected: {reason}"
+
+    def _request_reset(self) -> None:
+        client = self.reset_client
+        if client is None or not client.service_is_ready():
+            if not self.warned_no_reset:
+                self.warned_no_reset = True
+                name = self._topic("reset_service") if self.p.reset_service else "(disabled)"
+                self.get_logger().warning(
+                    f"no reset service {name}: continuing with a new episode without a reset (warned once)"
+                )
+            self.loop.reset_done()
+            return
+        self.reset_deadline = time.monotonic() + self.p.reset_timeout
+        client.call_async(Trigger.Request()).add_done_callback(self._on_reset_done)
+
+    def _on_reset_done(self, future) -> None:
+        try:
+            response = future.result()
+            if response is not None and not response.success:
+                self._warn("reset", f"reset service answered failure: {response.message!r}")
+        except Exception as exc:  # noqa: BLE001
+            self._warn("reset", f"reset request failed: {exc!r}")
+        self.reset_deadline = None
+        if self.loop is not None:
+            self.loop.reset_done()
+
+    def _error(self, key: str, text: str) -> None:
+        if self._throttle.ready(key, time.monotonic()):
+            self.get_logger().error(text)
+
+    def _warn(self, key: str, text: str) -> None:
+        if self._throttle.ready(key, time.monotonic()):
+            self.get_logger().warning(text)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the node; SIGINT/SIGTERM leave the car with one last brake command. Exit code 2 for an
+    invalid parameter."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = PolicyNode()
+    except InvalidParameter as exc:
+        print(f"policy_node: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    if node.p.autostart and (
+        node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+        or node.trigger_activate() != TransitionCallbackReturn.SUCCESS
+    ):
+        node.get_logger().error("autostart failed")
+    # The executor spins in a thread; the main thread only waits for a signal (Python runs signal
+    # handlers there) and then shuts the executor down cleanly.
+    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
+    spinner.start()
+    while not stop.wait(0.2) and spinner.is_alive() and rclpy.ok():
+        pass
+    try:
+        if rclpy.ok() and node._active:
+            node._publish_control(BRAKE, None)  # leave the car braked
+    except Exception:  # noqa: BLE001
+        pass
+    executor.shutdown(timeout_sec=2.0)
+    spinner.join(timeout=5.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _spin(executor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Per-step reward and episode ends for route following, from plain numbers.
+
+Pure Python. Inputs per step: forward speed (m/s), the car's lateral offset and heading error to
+the route (from `KinematicsEncoder.position` or `locate_on_route`, kinematics.py), the collision
+and lane-invasion events since the previous step, and whether the route is finished.
+
+Reward (per step):
+    drive = speed_weight * speed_score * lane_factor * heading_factor
+    reward = drive - collision_penalty [collision] - lane_invasion_penalty * invasions
+                   - off_route_penalty [episode ends off the route]
+    speed_score    = max(0, 1 - |speed - target_speed| / target_speed)   (0 when stopped or reversing)
+    lane_factor    = 1 - lane_centering_weight * min(1, |lateral_offset| / max_lateral_offset)
+    heading_factor = 1 - heading_weight * min(1, |heading_error| / (pi / 2))
+The product is the point: centring and alignment only SCALE the speed term, so a stopped car
+earns 0 however well it is centred, and standing still can never score like driving (FACTS.md:
+highway-env's additive racetrack reward let a stopped, centred car score like a driving one).
+All terms are in [0, speed_weight] except the penalties.
+
+Episode ends (first match wins, checked in this order):
+    collision       terminated  a crash is an absorbing failure: no value after it.
+    off_route       terminated  |lateral_offset| > max_lateral_offset: the car left its lane/road.
+    route_finished  truncated   the goal is not absorbing (driving would go on with a longer
+                                route); terminating would zero the future reward of a car that
+                                keeps earning, so finishing would look like a loss and the agent
+                                would learn to dawdle before the goal.
+    stuck           truncated   forward speed < stuck_speed for stuck_steps consecutive steps: a
+                                practical cut of a non-absorbing state. It needs no penalty to be
+                                bad: standing still already earns 0 per step.
+    step_limit      truncated   max_episode_steps reached: the classic time limit.
+Truncated steps bootstrap from the next state's value (ReplayBatch.terminated is 0 for them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from enum import Enum
+
+from av_td3_ros.perception.kinematics import InvalidInput
+
+__all__ = [
+    "TERMINATING_REASONS",
+    "EndReason",
+    "EpisodeTracker",
+    "RewardConfig",
+    "RewardFunction",
+    "RewardTerms",
+    "StepResult",
+]
+
+
+class EndReason(str, Enum):
+    COLLISION = "collision"
+    OFF_ROUTE = "off_route"
+    ROUTE_FINISHED = "route_finished"
+    STUCK = "stuck"
+    STEP_LIMIT = "step_limit"
+
+
+TERMINATING_REASONS = frozenset({EndReason.COLLISION, EndReason.OFF_ROUTE})
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    # Speed the car should hold (m/s). 30 km/h = 8.33 m/s.
+    target_speed: float = 8.33
+    # Scale of the driving reward: a step at target speed, centred and aligned, earns this much.
+    speed_weight: float = 1.0
+    # Share (0..1) of the driving reward lost at |lateral_offset| = max_lateral_offset (linear).
+    lane_centering_weight: float = 0.5
+    # Share (0..1) of the driving reward lost at a 90 degree heading error (linear, capped).
+    heading_weight: float = 0.5
+    # Subtracted on the step a collision is reported (the episode terminates there).
+    collision_penalty: float = 10.0
+    # Subtracted per lane-invasion event reported during the step (does not end the episode).
+    lane_invasion_penalty: float = 0.5
+    # Subtracted when the episode ends off the route: as bad as a crash, so the agent never
+    # learns to leave the road to avoid one.
+    off_route_penalty: float = 10.0
+    # Distance from the route (m) beyond which the episode ends as off_route; also the offset at
+    # which lane centering has cost its full weight. A lane is ~3.5 m wide.
+    max_lateral_offset: float = 3.0
+    # Stuck detection: forward speed below stuck_speed (m/s) for stuck_steps consecutive steps
+    # (100 steps = 5 s at 20 Hz; also the time a car starting at rest has to get going).
+    stuck_speed: float = 0.5
+    stuck_steps: int = 100
+    # Step limit per episode (1000 steps = 50 s at 20 Hz).
+    max_episode_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"RewardConfig.{item.name} must be a finite number, got {value!r}")
+        for name in ("target_speed", "max_lateral_offset"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RewardConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("lane_centering_weight", "heading_weight"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"RewardConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("speed_weight", "collision_penalty", "lane_invasion_penalty", "off_route_penalty",
+                     "stuck_speed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("stuck_steps", "max_episode_steps"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"RewardConfig.{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    """One step's reward and its parts (for logging)."""
+
+    total: float
+    drive: float
+    speed_score: float
+    lane_factor: float
+    heading_factor: float
+    collision: float  # <= 0
+    lane_invasion: float  # <= 0
+    off_route: float  # <= 0
+
+
+def _number(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a count >= 0, got {value!r}") from None
+    if count != value or count < 0:
+        raise InvalidInput(f"{name} must be a count >= 0, got {value!r}")
+    return count
+
+
+class RewardFunction:
+    """The stateless per-step reward (see the module docstring for the formula)."""
+
+    def __init__(self, config: RewardConfig | None = None) -> None:
+        self.config = config or RewardConfig()
+
+    def __call__(self, *, speed: float, lateral_offset: float, heading_error: float,
+                 collision: bool = False, lane_invasions: int = 0,
+                 off_route: bool | None = None) -> RewardTerms:
+        """`speed` is the FORWARD speed (m/s, negative when reversing). `off_route` defaults to
+        |lateral_offset| > max_lateral_offset."""
+        c = self.config
+        speed = _number("speed", speed)
+        lateral_offset = _number("lateral_offset", lateral_offset)
+        heading_error = _number("heading_error", heading_error)
+        lane_invasions = _count("lane_invasions", lane_invasions)
+        if off_route is None:
+            off_route = abs(lateral_offset) > c.max_lateral_offset
+        speed_score = max(0.0, 1.0 - abs(speed - c.target_speed) / c.target_speed)
+        lane_factor = 1.0 - c.lane_centering_weight * min(1.0, abs(lateral_offset) / c.max_lateral_offset)
+        heading_factor = 1.0 - c.heading_weight * min(1.0, abs(heading_error) / (math.pi / 2))
+        drive = c.speed_weight * speed_score * lane_factor * heading_factor
+        collision_term = -c.collision_penalty if collision else 0.0
+        invasion_term = -c.lane_invasion_penalty * lane_invasions
+        off_route_term = -c.off_route_penalty if off_route else 0.0
+        return RewardTerms(
+            total=drive + collision_term + invasion_term + off_route_term,
+            drive=drive, speed_score=speed_score, lane_factor=lane_factor, heading_factor=heading_factor,
+            collision=collision_term, lane_invasion=invasion_term, off_route=off_route_term,
+        )
+
+
+@dataclass(frozen=True)
+class StepResult:
+    reward: float
+    terms: RewardTerms
+    terminated: bool
+    truncated: bool
+    reason: EndReason | None  # why the episode ended on this step, None while it goes on
+    steps: int  # steps of this episode so far, this one included
+    episode_return: float  # sum of rewards of this episode so far, this one included
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+class EpisodeTracker:
+    """Per-episode state: step count, stuck counter, return; decides the end of the episode.
+
+    `reset()` at each episode start, then `step(...)` once per control step. After an ending
+    step, `step()` raises RuntimeError until `reset()`.
+    """
+
+    def __init__(self, config: RewardConfig | None = None) -> None:
+        self.config = config or RewardConfig()
+        self.reward_function = RewardFunction(self.config)
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.slow_steps = 0  # consecutive steps below stuck_speed
+        self.episode_return = 0.0
+        self.reason: EndReason | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.reason is not None
+
+    def step(self, *, speed: float, lateral_offset: float, heading_error: float, collision: bool = False,
+             lane_invasions: int = 0, route_finished: bool = False) -> StepResult:
+        if self.reason is not None:
+            raise RuntimeError(f"episode already ended ({self.reason.value}): call reset() first")
+        c = self.config
+        off_route = abs(_number("lateral_offset", lateral_offset)) > c.max_lateral_offset
+        terms = self.reward_function(speed=speed, lateral_offset=lateral_offset, heading_error=heading_error,
+                                     collision=bool(collision), lane_invasions=lane_invasions,
+                                     off_route=off_route)
+        # Only mutate once every input has been validated above.
+        self.steps += 1
+        self.slow_steps = self.slow_steps + 1 if float(speed) < c.stuck_speed else 0
+        self.episode_return += terms.total
+        if collision:
+            reason = EndReason.COLLISION
+        elif off_route:
+            reason = EndReason.OFF_ROUTE
+        elif route_finished:
+            reason = EndReason.ROUTE_FINISHED
+        elif self.slow_steps >= c.stuck_steps:
+            reason = EndReason.STUCK
+        elif self.steps >= c.max_episode_steps:
+            reason = EndReason.STEP_LIMIT
+        else:
+            reason = None
+        self.reason = reason
+        terminated = reason in TERMINATING_REASONS
+        return StepResult(
+            reward=terms.total, terms=terms, terminated=terminated,
+            truncated=reason is not None and not terminated, reason=reason,
+            steps=self.steps, episode_return=self.episode_return,
+        )
