@@ -29,8 +29,10 @@ $(VENV)/.stamp-python:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	touch $@
 
-$(VENV)/.stamp-deps: $(VENV)/.stamp-python requirements/constraints.txt requirements/ros-wheels.txt requirements/python.txt requirements/dev.txt
-	$(PIP_INSTALL) -r requirements/ros-wheels.txt -r requirements/python.txt -r requirements/dev.txt \
+$(VENV)/.stamp-deps: $(VENV)/.stamp-python requirements/constraints.txt requirements/ros-wheels.txt \
+  requirements/python.txt requirements/carla.txt requirements/dev.txt
+	$(PIP_INSTALL) -r requirements/ros-wheels.txt -r requirements/python.txt -r requirements/carla.txt \
+	  -r requirements/dev.txt \
 	  2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	$(PY) tools/fix_ros_cmake_paths.py $(VENV)
 	touch $@
@@ -55,11 +57,12 @@ test: lint pytest
 demo: venv
 	$(VENV)/bin/av-td3 demo $(ARGS)
 
-# Re-freeze constraints.txt from the current venv (after changing a requirements/*.txt).
+# Re-freeze constraints.txt from the current venv (after changing a requirements/*.txt). The
+# merge keeps the hand-checked Python 3.10 pins of the Docker image (tools/lock_constraints.py).
 lock: venv
-	{ echo "# Every version the venv and CI install, frozen from a working venv (Python 3.11)."; \
-	  echo "# Regenerate: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.txt
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' \
+	  | $(PY) tools/lock_constraints.py requirements/constraints.txt > requirements/constraints.txt.new
+	mv requirements/constraints.txt.new requirements/constraints.txt
 
 clean:
 	rm -rf $(BUILD) $(VENV)

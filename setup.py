@@ -25,6 +25,7 @@ setup(
             f"policy_node = {PACKAGE}.nodes.policy_node:main",
             f"trainer_node = {PACKAGE}.nodes.trainer_node:main",
             f"sim_node = {PACKAGE}.nodes.sim_node:main",
+            f"episode_manager = {PACKAGE}.nodes.episode_manager:main",
             f"av-td3 = {PACKAGE}.cli:main",
         ],
     },
