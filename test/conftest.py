@@ -9,9 +9,7 @@ neither HOME nor ROS_LOG_DIR set). This is set at import time, before any test i
 
 from __future__ import annotations
 
-import fcntl
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -19,32 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from av_td3_ros.ros.environment import claim_domain_id, ros_environment
+
 TEST_DIR = Path(__file__).resolve().parent
 PROGRAMS = TEST_DIR / "programs"
 
-
-def _claim_domain_id() -> tuple[int, object]:
-    """Hold an exclusive lock on one domain id for the life of this process."""
-    ids = list(range(1, 101))  # 0..101 are valid on Linux; leave 0 (the default) to users
-    random.shuffle(ids)
-    for domain_id in ids:
-        handle = open(os.path.join(tempfile.gettempdir(), f"av_td3_ros-domain-{domain_id}.lock"), "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        return domain_id, handle
-    raise RuntimeError("no free ROS_DOMAIN_ID in 1..100: too many test sessions at once")
-
-
-DOMAIN_ID, _DOMAIN_LOCK = _claim_domain_id()
+DOMAIN_ID, _DOMAIN_LOCK = claim_domain_id()
 _LOG_DIR = tempfile.mkdtemp(prefix="av_td3_ros-roslog-")
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-os.environ["ROS_LOG_DIR"] = _LOG_DIR
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-os.environ.pop("ROS_LOCALHOST_ONLY", None)
+os.environ.update(ros_environment(DOMAIN_ID, _LOG_DIR))
+os.environ.pop("ROS_LOCALHOST_ONLY", None)  # ignored by this ROS version: never let it look set
 
 
 @pytest.fixture(scope="session")

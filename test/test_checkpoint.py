@@ -88,14 +88,14 @@ def test_a_crash_before_the_commit_leaves_the_previous_checkpoint_whole(tmp_path
     save_checkpoint(learner, tmp_path, extra={"n": 1})
     learner.update(make_batch(1))
 
-    real_write = checkpoint_module._write_atomic
+    real_write = checkpoint_module.write_atomic
 
     def crash_on_json(path, data):
         if path.name == "checkpoint.json":
             raise OSError("disk full (simulated)")
         real_write(path, data)
 
-    monkeypatch.setattr(checkpoint_module, "_write_atomic", crash_on_json)
+    monkeypatch.setattr(checkpoint_module, "write_atomic", crash_on_json)
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(learner, tmp_path, extra={"n": 2})
     monkeypatch.undo()

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from av_td3_ros.atomic_file import write_atomic
 from av_td3_ros.learning.config import TD3Config
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -80,29 +81,6 @@ def _unflatten(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     return obj
 
 
-# --- atomic files ------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
 # --- public API --------------------------------------------------------------------------------
 def save_checkpoint(
     learner: Any, directory: str | os.PathLike, extra: Mapping[str, Any] | None = None
@@ -118,7 +96,7 @@ def save_checkpoint(
     extra_json = _flatten(dict(extra or {}), "extra", tensors)
     blob = safetensors_save(tensors)
     tensor_name = f"learner-{learner.updates:012d}-{secrets.token_hex(4)}.safetensors"
-    _write_atomic(directory / tensor_name, blob)
+    write_atomic(directory / tensor_name, blob)
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,7 +108,7 @@ def save_checkpoint(
         "extra": extra_json,
     }
     json_path = directory / CHECKPOINT_JSON
-    _write_atomic(json_path, json.dumps(record, indent=1).encode())
+    write_atomic(json_path, json.dumps(record, indent=1).encode())
     for old in directory.glob("learner-*.safetensors"):
         if old.name != tensor_name:
             old.unlink(missing_ok=True)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 import traceback
@@ -44,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from av_td3_ros.atomic_file import write_atomic
 from av_td3_ros.learning.config import TD3Config
 from av_td3_ros.learning.ingest import (
     KIND_START,
@@ -146,25 +145,6 @@ class TrainingSnapshot:
 
 STATUS_FIELDS = tuple(f.name for f in fields(TrainingSnapshot))[: [f.name for f in fields(TrainingSnapshot)]
                                                                  .index("action_limit") + 1]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _all_finite(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -467,7 +447,7 @@ class TrainingService:
     def _write_published_version(self, version: int) -> None:
         directory = self.checkpoint_dir
         if directory is not None:
-            _atomic_write_text(directory / VERSION_FILE, json.dumps({"version": version}))
+            write_atomic(directory / VERSION_FILE, json.dumps({"version": version}).encode())
 
     def _write_metrics(self, updates: int, info: dict[str, float]) -> None:
         self._metrics.write_update(info, updates)  # the core's tags; weight norms whenever present

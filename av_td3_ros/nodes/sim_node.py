@@ -1,7 +1,247 @@
-"""Placeholder until the ROS 2 nodes issue lands."""
+"""sim_node: the embedded simulator behind the CARLA ROS bridge's topics, in lock-step.
 
+It behaves like the bridge in synchronous mode with synchronous_mode_wait_for_vehicle_control_command:
+each tick publishes /clock, /carla/status, odometry, any collision / lane-invasion events and the
+camera image of one world frame, then waits up to `control_timeout` (wall) seconds for the control
+of THAT frame (a CarlaEgoVehicleControl stamped with the frame's stamp, which is what the policy
+node sends), logs a timeout the way the bridge does and goes on with the last control received.
+The route (nav_msgs/Path, transient local) is re-published after every reset.
+
+A std_srvs/Trigger reset service (`reset_service`) starts a new episode; it answers once the
+simulator has reset and the new route is out, so the frame after the answer is the new episode's.
+
+Threads: the simulator runs in its own tick thread (highway-env is not thread-safe, so nothing
+else touches it); the executor delivers controls and reset requests to it through a condition.
+Parameters: av_td3_ros.ros.sim_parameters.SIM_NODE_PARAMETERS, documented in config/sim.yaml.
+"""
+
+from __future__ import annotations
+
+import signal
 import sys
+import threading
+import time
+
+import rclpy
+from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLaneInvasionEvent, CarlaStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry, Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
+
+from av_td3_ros.ros import bridge_messages as bm
+from av_td3_ros.ros import qos
+from av_td3_ros.ros.conversions import stamp_to_ns
+from av_td3_ros.ros.parameters import InvalidParameter, declare_parameters
+from av_td3_ros.ros.sim_parameters import SIM_NODE_PARAMETERS, sim_config_from_params
+
+__all__ = ["SIM_NODE_PARAMETERS", "SimNode", "main"]
+
+CLOCK_QOS = qos.CONTROL_QOS  # RELIABLE depth 10, as the bridge's /clock
 
 
-def main() -> None:
-    sys.exit("sim_node is not built yet (see the 'ROS 2 nodes' issue)")
+class SimNode(Node):
+    def __init__(self, node_name: str = "sim_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.p = declare_parameters(self, SIM_NODE_PARAMETERS)  # raises InvalidParameter
+        from av_td3_ros.sim import EmbeddedSimulator
+
+        p = self.p
+        self.sim = EmbeddedSimulator(sim_config_from_params(p))
+        topic = lambda name: getattr(p, name).replace("{role_name}", p.role_name)  # noqa: E731
+        self.pub_image = self.create_publisher(Image, topic("camera_topic"), qos.CAMERA_QOS)
+        self.pub_odom = self.create_publisher(Odometry, topic("odometry_topic"), qos.CONTROL_QOS)
+        self.pub_route = self.create_publisher(Path, topic("route_topic"), qos.ROUTE_QOS)
+        self.pub_collision = self.create_publisher(
+            CarlaCollisionEvent, topic("collision_topic"), qos.EVENT_QOS)
+        self.pub_invasion = self.create_publisher(
+            CarlaLaneInvasionEvent, topic("lane_invasion_topic"), qos.EVENT_QOS)
+        self.pub_status = self.create_publisher(CarlaStatus, p.status_topic, qos.STATUS_QOS)
+        self.pub_clock = self.create_publisher(Clock, "/clock", CLOCK_QOS) if p.publish_clock else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS_QOS)
+        # Controls and resets in separate groups: a reset request waits for the tick thread, which
+        # may itself be waiting for a control that must still be delivered meanwhile.
+        self.create_subscription(CarlaEgoVehicleControl, topic("control_topic"), self._on_control,
+                                 qos.CONTROL_QOS, callback_group=MutuallyExclusiveCallbackGroup())
+        if p.reset_service:
+            self.create_service(Trigger, topic("reset_service"), self._on_reset,
+                                callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p.diagnostics_period, self._on_diagnostics)
+
+        self._cv = threading.Condition()
+        self._control = (0.0, 0.0, 1.0)  # throttle, steer, brake: braked until told otherwise
+        self._awaiting_ns: int | None = None  # stamp of the frame whose control the tick waits for
+        self._answered = False
+        self._reset_requested = False
+        self._reset_done = threading.Event()
+        self._stop = threading.Event()
+        self.counters = dict.fromkeys(("ticks", "resets", "control_timeouts", "controls",
+                                       "controls_unmatched", "collisions", "lane_invasions"), 0)
+        self._thread = threading.Thread(target=self._run, name="sim-ticks", daemon=True)
+
+    # --- ROS side -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        self._thread.join(timeout=5.0)
+        self.sim.close()
+
+    def _on_control(self, msg: CarlaEgoVehicleControl) -> None:
+        with self._cv:
+            # The bridge applies whatever arrives last; NaN or out-of-range values are clipped by
+            # the simulator, as a real car's actuators saturate.
+            self._control = (float(msg.throttle), float(msg.steer), float(msg.brake))
+            self.counters["controls"] += 1
+            if self._awaiting_ns is not None and stamp_to_ns(msg.header.stamp) == self._awaiting_ns:
+                self._answered = True
+                self._cv.notify_all()
+            else:
+                self.counters["controls_unmatched"] += 1  # e.g. a watchdog brake stamped "now"
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._reset_done.clear()
+        with self._cv:
+            self._reset_requested = True
+            self._cv.notify_all()
+        # The tick thread resets after the current tick's control (<= control_timeout).
+        if self._reset_done.wait(timeout=2.0 * self.p.control_timeout + 2.0):
+            response.success = True
+            response.message = f"episode {self.sim.state.episode} started at frame {self.sim.state.frame}"
+        else:
+            response.success = False
+            response.message = "the simulator did not reset in time"
+        return response
+
+    def _on_diagnostics(self) -> None:
+        state = self.sim.state
+        status = DiagnosticStatus(name=f"{self.get_name()}: embedded simulator", hardware_id=self.p.role_name)
+        status.level = DiagnosticStatus.OK
+        status.message = "running" if self._thread.is_alive() else "stopped"
+        if not self._thread.is_alive() and not self._stop.is_set():
+            status.level, status.message = DiagnosticStatus.ERROR, "tick thread died"
+        values = dict(self.counters)
+        if state is not None:
+            values.update(frame=state.frame, episode=state.episode, episode_step=state.episode_step,
+                          speed=round(state.speed, 3), on_road=state.on_road)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(array)
+
+    # --- the tick thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            state = self._reset()
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self._publish(state)
+                throttle, steer, brake = self._wait_for_control(state)
+                if self._stop.is_set():
+                    break
+                if self._take_reset_request():
+                    state = self._reset()
+                    self._reset_done.set()
+                else:
+                    state = self.sim.step(throttle, steer, brake)
+                if self.p.realtime:
+                    self._stop.wait(max(0.0, self.p.fixed_delta_seconds - (time.monotonic() - started)))
+        except Exception as exc:  # noqa: BLE001 — reported on /diagnostics and in the log
+            self.get_logger().fatal(f"simulator tick thread failed: {exc!r}")
+            raise
+
+    def _reset(self):
+        state = self.sim.reset()
+        self.counters["resets"] += 1
+        route = self.sim.route(self.p.route_length_m, self.p.route_spacing_m)
+        self.pub_route.publish(bm.route_message(route, self._stamp(state)))
+        return state
+
+    def _take_reset_request(self) -> bool:
+        with self._cv:
+            requested, self._reset_requested = self._reset_requested, False
+        return requested
+
+    def _stamp(self, state):
+        return bm.stamp_of(state.frame, self.p.fixed_delta_seconds)
+
+    def _publish(self, state) -> None:
+        """One world frame, in the bridge's order: clock and status first, then the sensors; the
+        camera last, because its arrival is what makes the policy node act."""
+        p, stamp = self.p, self._stamp(state)
+        with self._cv:
+            self._awaiting_ns, self._answered = stamp_to_ns(stamp), False
+        if self.pub_clock is not None:
+            self.pub_clock.publish(bm.clock_message(stamp))
+        self.pub_status.publish(bm.status_message(stamp, state.frame, p.fixed_delta_seconds))
+        self.pub_odom.publish(bm.odometry_message(state, stamp, p.role_name))
+        if state.collision:
+            self.counters["collisions"] += 1
+            self.pub_collision.publish(bm.collision_message(state, stamp, p.role_name))
+        if state.lane_invasion:
+            self.counters["lane_invasions"] += 1
+            self.pub_invasion.publish(bm.lane_invasion_message(state, stamp, p.role_name))
+        self.pub_image.publish(bm.image_message(state, stamp, p.role_name))
+        self.counters["ticks"] += 1
+
+    def _wait_for_control(self, state) -> tuple[float, float, float]:
+        deadline = time.monotonic() + self.p.control_timeout
+        with self._cv:
+            while not self._answered and not self._stop.is_set() and not self._reset_requested:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0:
+                    self.counters["control_timeouts"] += 1
+                    # The bridge's own words, so logs read the same with either simulator.
+                    self.get_logger().warning(
+                        f"Timeout ({self.p.control_timeout}s) while waiting for vehicle control "
+                        f"commands. Missing command from actor ids [1] (frame {state.frame})"
+                    )
+                    break
+                self._cv.wait(remaining)
+            self._awaiting_ns = None
+            return self._control
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the simulator node until SIGINT/SIGTERM. Exit code 2 for an invalid parameter."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = SimNode()
+    except (InvalidParameter, ValueError) as exc:
+        print(f"sim_node: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    node.start()
+    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
+    spinner.start()
+    while not stop.wait(0.2) and spinner.is_alive() and rclpy.ok():
+        pass
+    node.stop()
+    executor.shutdown(timeout_sec=2.0)
+    spinner.join(timeout=5.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _spin(executor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
