@@ -1,7 +1,136 @@
-"""av-td3: the command-line front door (demo, drive)."""
+"""av-td3: the command-line front door.
 
+    av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
+    av-td3 drive --weights FILE [--episodes K] [--out drive.gif]
+
+`demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
+`drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
+simulator and saves the camera view as an animated GIF.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+import time
+from pathlib import Path
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _key_values(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition(":=")
+        if not sep or not key:
+            raise SystemExit(f"av-td3: expected key:=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="av-td3", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="drive and learn in the embedded simulator, then evaluate and report")
+    demo.add_argument("--minutes", type=_positive(float), default=12.0, help="training budget [min] (12)")
+    demo.add_argument("--steps", type=int, default=0, help="environment-step budget; 0 = time only")
+    demo.add_argument("--eval-episodes", type=_positive(int), default=10, help="evaluation episodes (10)")
+    demo.add_argument("--episode-steps", type=_positive(int), default=300, help="episode step limit (300)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--batch-size", type=_positive(int), default=128)
+    demo.add_argument("--learning-starts", type=_positive(int), default=1000)
+    demo.add_argument("--publish-every", type=_positive(int), default=100)
+    demo.add_argument("--run-dir", default="", help="run folder (default runs/demo-<date>-<time>)")
+    demo.add_argument("--progress-every", type=_positive(float), default=5.0, help="seconds between lines")
+    for node in ("trainer", "policy", "sim"):
+        demo.add_argument(
+            f"--{node}-param",
+            action="append",
+            default=[],
+            metavar="KEY:=VALUE",
+            help=f"extra {node} node parameter (repeatable)",
+        )
+    drive = sub.add_parser("drive", help="deploy a weights file in the embedded simulator and save a GIF")
+    drive.add_argument("--weights", required=True, help="safetensors policy weights (from a demo run)")
+    drive.add_argument("--episodes", type=_positive(int), default=1)
+    drive.add_argument("--episode-steps", type=_positive(int), default=300)
+    drive.add_argument("--seed", type=int, default=0)
+    drive.add_argument("--out", default="", help="GIF path (default runs/drive-<date>-<time>.gif)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit("av-td3 is not built yet")
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from av_td3_ros.demo.run import DemoOptions, run_demo
+
+        opts = DemoOptions(
+            minutes=args.minutes,
+            steps=args.steps,
+            eval_episodes=args.eval_episodes,
+            seed=args.seed,
+            episode_steps=args.episode_steps,
+            batch_size=args.batch_size,
+            learning_starts=args.learning_starts,
+            publish_every=args.publish_every,
+            run_dir=args.run_dir,
+            progress_every=args.progress_every,
+            trainer=_key_values(args.trainer_param),
+            policy=_key_values(args.policy_param),
+            sim=_key_values(args.sim_param),
+        )
+        sys.exit(run_demo(opts))
+    sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out))
+
+
+def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from av_td3_ros.demo.evaluation import evaluate
+    from av_td3_ros.perception.reward import RewardConfig
+    from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
+
+    runtime = PolicyRuntime()
+    try:
+        runtime.install(runtime.prepare(load_weights_file(weights, runtime), weights))
+    except WeightsRejected as exc:
+        print(f"av-td3 drive: {exc}", file=sys.stderr)
+        return 2
+    frames: list = []
+
+    def keep(state) -> None:  # every 2nd frame at half size: a 300-step episode is a ~3 MB GIF
+        if state.episode_step % 2 == 0:
+            rgb = np.ascontiguousarray(state.image[::2, ::2, 2::-1])
+            frames.append(Image.fromarray(rgb))
+
+    result = evaluate(
+        lambda f, k: runtime.act(f, k)[0],
+        f"TD3 v{runtime.version}",
+        episodes=episodes,
+        seed=seed,
+        reward=RewardConfig(max_episode_steps=episode_steps),
+        on_frame=keep,
+    )
+    path = Path(out or f"runs/drive-{time.strftime('%Y%m%d-%H%M%S')}.gif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=400, loop=0)
+    for i, e in enumerate(result.episodes):
+        print(
+            f"episode {i}: {e.length} steps, return {e.ret:.2f}, mean speed {e.mean_speed:.1f} m/s, "
+            f"collisions {e.collisions}, ended by {e.end}"
+        )
+    print(f"camera view: {path} ({len(frames)} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -56,7 +56,7 @@ def _setup(context, *args, **kwargs):
                 executable="sim_node",
                 name="sim_node",
                 output="screen",
-                parameters=[{
+                parameters=[arg("sim_config"), {
                     "role_name": role,
                     "reset_service": reset_service,
                     "seed": int(arg("seed")),
@@ -108,6 +108,8 @@ def generate_launch_description():
         DeclareLaunchArgument("mode", default_value="train", description="policy node mode: train or deploy"),
         DeclareLaunchArgument("weights", default_value="",
                               description="safetensors policy weights file ('' = wait for the trainer)"),
+        DeclareLaunchArgument("sim_config", default_value=_config("sim.yaml"),
+                              description="sim_node parameters file"),
         DeclareLaunchArgument("policy_config", default_value=_config("policy.yaml"),
                               description="policy node parameters file"),
         DeclareLaunchArgument("trainer_config", default_value=_config("trainer.yaml"),

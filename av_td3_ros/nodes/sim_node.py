@@ -140,6 +140,14 @@ class SimNode(Node):
     # --- the tick thread --------------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            # The first tick waits for a driver: ticking into a policy node that is still loading
+            # torch, or whose camera subscription is not matched yet, would spend the start of the
+            # first episode on timeouts (braked, slowing down). Later ticks never wait for this.
+            control_topic = self.p.control_topic.replace("{role_name}", self.p.role_name)
+            if not self._driver_ready(control_topic):
+                self.get_logger().info(f"waiting for a camera subscriber and a publisher on {control_topic}")
+                while not self._stop.wait(0.1) and not self._driver_ready(control_topic):
+                    pass
             state = self._reset()
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -157,6 +165,9 @@ class SimNode(Node):
         except Exception as exc:  # noqa: BLE001 — reported on /diagnostics and in the log
             self.get_logger().fatal(f"simulator tick thread failed: {exc!r}")
             raise
+
+    def _driver_ready(self, control_topic: str) -> bool:
+        return self.count_publishers(control_topic) > 0 and self.pub_image.get_subscription_count() > 0
 
     def _reset(self):
         state = self.sim.reset()

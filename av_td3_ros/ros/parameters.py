@@ -338,6 +338,14 @@ POLICY_NODE_PARAMETERS: list[ParameterSpec] = [
         max=60.0,
     ),
     ParameterSpec(
+        "odometry_sync_timeout",
+        0.05,
+        "seconds (wall) a camera frame waits for the odometry of its own stamp before it is "
+        "answered with the latest odometry; 0 = never wait",
+        min=0.0,
+        max=1.0,
+    ),
+    ParameterSpec(
         "control_rate",
         20.0,
         "Hz of the watchdog's brake commands while inputs are stale",

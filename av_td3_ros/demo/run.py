@@ -1,0 +1,359 @@
+"""`av-td3 demo`: drive and learn in the embedded simulator, then evaluate and report.
+
+Three OS processes, exactly what `ros2 launch av_td3_ros embedded.launch.py` starts: sim_node,
+policy_node (mode train) and trainer_node, on a ROS domain claimed for this run, discovery kept on
+this host. Separate processes rather than one executor because the learner's updates are seconds
+of CPU-bound torch per batch: in one process they would hold the GIL against the control loop
+(the lock-step simulator waits for every control), and the policy node would be judged on the
+trainer's latency. This process only watches (DemoMonitor) and prints progress.
+
+At the end of the budget: the policy node is stopped (one brake), the trainer checkpoints, and
+the last published weights are evaluated deterministically for N episodes next to a random policy
+on the same starts (av_td3_ros.demo.evaluation), with the stability report and a run folder:
+  config.json, tensorboard/, checkpoints/, weights/policy.safetensors, learning_curve.png,
+  episodes.csv, report.md, logs/<node>.log
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["DemoOptions", "NodeProcesses", "config_dir", "run_demo"]
+
+TRANSITIONS_TOPIC = "/av_td3/transitions"  # the trainer's and the monitor's (trainer.yaml default)
+
+
+def config_dir() -> Path:
+    """config/ of a source checkout (editable install), else the installed share directory."""
+    source = Path(__file__).resolve().parents[2] / "config"
+    if (source / "policy.yaml").exists():
+        return source
+    return Path(sys.prefix) / "share" / "av_td3_ros" / "config"
+
+
+@dataclass
+class DemoOptions:
+    minutes: float = 12.0  # training budget (wall); evaluation and the report come after
+    steps: int = 0  # environment-step budget; 0 = only the time budget
+    eval_episodes: int = 10
+    seed: int = 0
+    episode_steps: int = 300  # step limit of an episode, training and evaluation
+    # 5 s at the embedded simulator's 5 Hz: the same 5 s as policy.yaml's 100 steps at CARLA's
+    # 20 Hz. At 100 steps a car that brakes to a standstill "survives" past 100 steps and would
+    # pass the report's episode-length criterion without driving.
+    stuck_steps: int = 25
+    batch_size: int = 128  # measured ~2x the updates/s of 256 here, which matters in minutes
+    learning_starts: int = 1000
+    publish_every: int = 100
+    update_to_data_ratio: float = 1.0
+    run_dir: str = ""  # "" = runs/demo-<date>-<time>
+    progress_every: float = 5.0
+    trainer: dict = field(default_factory=dict)  # extra trainer parameters (key -> value)
+    policy: dict = field(default_factory=dict)  # extra policy parameters
+    sim: dict = field(default_factory=dict)  # extra sim parameters
+
+
+def _ros_args(params: dict) -> list[str]:
+    out = []
+    for key, value in params.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out += ["-p", f"{key}:={value}"]
+    return out
+
+
+class NodeProcesses:
+    """The nodes of one run as child processes, each logging to <run>/logs/<name>.log."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir = log_dir
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, module: str, params_file: Path | None, params: dict) -> None:
+        argv = [sys.executable, "-m", module, "--ros-args"]
+        if params_file is not None:
+            argv += ["--params-file", str(params_file)]
+        argv += _ros_args(params)
+        log = open(self.log_dir / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, name: str, timeout: float) -> int | None:
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, timeout=30.0)
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _print(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    from av_td3_ros.ros.environment import claim_domain_id, ros_environment
+
+    run_dir = Path(opts.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    domain_id, _lock = claim_domain_id()
+    ros_log = Path(tempfile.mkdtemp(prefix="av_td3_ros-demo-roslog-"))
+    env = ros_environment(domain_id, str(ros_log))
+    env["PYTHONUNBUFFERED"] = "1"
+    cfg = config_dir()
+    # The shipped shared-memory + UDP profile (as the compose file uses): a 7.7 MB PolicyWeights
+    # message took seconds to reach the policy node on default transports while the trainer kept
+    # both cores busy. Both variable names: Fast DDS 3 and 2.
+    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+        env.setdefault(name, str(cfg / "fastdds_shm.xml"))
+    os.environ.update(env)  # for this process's own rclpy, imported below
+    trainer_params = {
+        "log_dir": str(run_dir / "tensorboard"),
+        "checkpoint_dir": str(run_dir / "checkpoints"),
+        "resume": False,
+        "learning_starts": opts.learning_starts,
+        "publish_every": opts.publish_every,
+        "update_to_data_ratio": opts.update_to_data_ratio,
+        "td3.batch_size": opts.batch_size,
+        "seed": opts.seed,
+        **opts.trainer,
+    }
+    policy_params = {
+        "mode": "train",
+        "seed": opts.seed,
+        "reward.max_episode_steps": opts.episode_steps,
+        "reward.stuck_steps": opts.stuck_steps,
+        **opts.policy,
+    }
+    sim_params = {"seed": opts.seed, **opts.sim}
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "options": asdict(opts),
+                "ros_domain_id": domain_id,
+                "trainer": {"params_file": str(cfg / "trainer.yaml"), "overrides": trainer_params},
+                "policy": {"params_file": str(cfg / "policy.yaml"), "overrides": policy_params},
+                "sim": {"params_file": str(cfg / "sim.yaml"), "overrides": sim_params},
+            },
+            indent=1,
+        )
+    )
+    for name in ("trainer.yaml", "policy.yaml", "sim.yaml"):
+        shutil.copy(cfg / name, run_dir / name)
+
+    _print(f"av-td3 demo: run folder {run_dir}")
+    _print(f"  ROS_DOMAIN_ID={domain_id}, discovery on this host only; node logs in {run_dir / 'logs'}")
+    _print(
+        f"  budget: {opts.minutes:g} min"
+        + (f" or {opts.steps} environment steps" if opts.steps else "")
+        + f", then {opts.eval_episodes} evaluation episodes (deterministic policy vs random)"
+    )
+    nodes = NodeProcesses(run_dir / "logs", env)
+    nodes.start("trainer_node", "av_td3_ros.nodes.trainer_node", cfg / "trainer.yaml", trainer_params)
+    car = [("sim_node", "av_td3_ros.nodes.sim_node", cfg / "sim.yaml", sim_params),
+           ("policy_node", "av_td3_ros.nodes.policy_node", cfg / "policy.yaml", policy_params)]
+    try:
+        monitor, episodes, failed = _train(opts, nodes, run_dir, car)
+    finally:  # the world first: a simulator without its driver would tick into timeouts
+        nodes.stop("sim_node", 15.0)
+        nodes.stop("policy_node", 15.0)
+        _print("stopping: trainer checkpoints ...")
+        nodes.stop("trainer_node", 120.0)
+        nodes.stop_all()
+    if failed:
+        return 1
+    return _evaluate_and_report(opts, run_dir, monitor, episodes)
+
+
+def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from av_td3_ros.demo.monitor import DemoMonitor
+    from av_td3_ros.ros.runtime import PolicyRuntime
+
+    rclpy.init()
+    reference = PolicyRuntime().reference_state_dict
+    monitor = DemoMonitor(run_dir / "weights" / "policy.safetensors", reference, 64 << 20)
+    executor = SingleThreadedExecutor()
+    executor.add_node(monitor)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    # The car starts once the trainer listens: transitions published before its subscription
+    # matched would be lost (the trainer takes seconds to import torch and build the learner).
+    deadline = time.monotonic() + 180.0
+    while monitor.count_subscribers(TRANSITIONS_TOPIC) < 2 and not nodes.dead():
+        if time.monotonic() > deadline:
+            _print("error: the trainer did not subscribe to the transitions within 180 s")
+            return _close(executor, monitor) + (True,)
+        time.sleep(0.2)
+    for name, module, params_file, params in car:
+        nodes.start(name, module, params_file, params)
+    start = time.monotonic()
+    next_print = start + opts.progress_every
+    failed = False
+    _print(
+        f"{'time':>5} {'steps':>7} {'episode':>7} {'return':>7} {'length':>6} {'speed':>5} "
+        f"{'L2 actor/critic':>15} {'updates':>7} {'upd/s':>5} {'version':>7} limiter"
+    )
+    try:
+        while True:
+            time.sleep(0.5)
+            steps, episodes, status, version = monitor.snapshot()
+            elapsed = time.monotonic() - start
+            dead = nodes.dead()
+            if dead:
+                _print(f"error: {', '.join(dead)} stopped unexpectedly; last lines of its log:")
+                for name in dead:
+                    _print(nodes.log_tail(name))
+                failed = True
+                break
+            if time.monotonic() >= next_print:
+                next_print += opts.progress_every
+                _print(_progress_line(elapsed, steps, episodes, status, version))
+            if elapsed >= opts.minutes * 60.0 or (opts.steps and steps >= opts.steps):
+                _print(_progress_line(elapsed, steps, episodes, status, version))
+                break
+    except KeyboardInterrupt:
+        _print("interrupted: stopping and evaluating what was learned so far")
+    return _close(executor, monitor) + (failed,)
+
+
+def _close(executor, monitor) -> tuple:
+    import rclpy
+
+    executor.shutdown(timeout_sec=2.0)
+    monitor.destroy_node()
+    rclpy.try_shutdown()
+    _, episodes, _, _ = monitor.snapshot()
+    return monitor, episodes
+
+
+def _progress_line(elapsed, steps, episodes, status, version) -> str:
+    last = episodes[-1] if episodes else None
+    v = status.values if status is not None else {}
+    limiter = (
+        ("on" if v.get("action_limit_active") else "off") + f" {v.get('action_limit', 0.0):.2f}" if v else "-"
+    )
+    ep = (
+        f"{len(episodes):>7} {last.ret:>7.2f} {last.length:>6} {last.mean_speed:>5.1f}"
+        if last
+        else f"{0:>7} {'-':>7} {'-':>6} {'-':>5}"
+    )
+    l2 = f"{v.get('actor_cnn_l2', 0):.1f}/{v.get('critic_cnn_l2', 0):.1f}" if v else "-"
+    return (
+        f"{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d} {steps:>7} {ep} {l2:>15} "
+        f"{int(v.get('updates', 0)):>7} {v.get('updates_per_second', 0):>5.1f} {version:>7} {limiter}"
+    )
+
+
+def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) -> int:
+    from av_td3_ros.demo.evaluation import evaluate, random_driver
+    from av_td3_ros.demo.report import format_table, plot_learning_curve, read_scalars, stability_checks
+    from av_td3_ros.perception.reward import RewardConfig
+    from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
+
+    with open(run_dir / "episodes.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["env_steps", "wall_s", "return", "length", "mean_speed", "terminated", "policy_version"]
+        )
+        for e in episodes:
+            writer.writerow(
+                [
+                    e.env_steps,
+                    f"{e.wall_s:.1f}",
+                    f"{e.ret:.4f}",
+                    e.length,
+                    f"{e.mean_speed:.3f}",
+                    int(e.terminated),
+                    e.policy_version,
+                ]
+            )
+    reward = RewardConfig(max_episode_steps=opts.episode_steps, stuck_steps=opts.stuck_steps)
+    seed = 10_000 + opts.seed  # evaluation starts differ from the training run's first ones
+    _print(f"\nevaluating: {opts.eval_episodes} episodes each, same starts (seed {seed}) ...")
+    random_eval = evaluate(
+        random_driver(seed), "random", episodes=opts.eval_episodes, seed=seed, reward=reward
+    )
+    weights = run_dir / "weights" / "policy.safetensors"
+    learned_eval, why_not = None, ""
+    if weights.exists():
+        runtime = PolicyRuntime()
+        try:
+            decoded = load_weights_file(weights, runtime)
+            runtime.install(runtime.prepare(decoded, str(weights)))
+            learned_eval = evaluate(
+                lambda f, k: runtime.act(f, k)[0],
+                f"TD3 v{runtime.version}",
+                episodes=opts.eval_episodes,
+                seed=seed,
+                reward=reward,
+            )
+        except WeightsRejected as exc:
+            why_not = f"the saved weights were rejected: {exc}"
+    else:
+        why_not = "no weights were published during the budget (raise --minutes or lower learning_starts)"
+    rows = [
+        [
+            e.name,
+            len(e.episodes),
+            e.mean_length,
+            e.mean_return,
+            e.mean_speed,
+            e.collisions,
+            f"{e.saturated_share:.1%}",
+        ]
+        for e in (learned_eval, random_eval)
+        if e is not None
+    ]
+    table = format_table(
+        ["policy", "episodes", "mean length", "mean return", "mean speed", "collisions", "saturated"], rows
+    )
+    _print(table)
+    if why_not:
+        _print(f"no learned policy to evaluate: {why_not}")
+    scalars = read_scalars(run_dir / "tensorboard")
+    checks = stability_checks(scalars, learned_eval) if learned_eval is not None else []
+    if checks:
+        _print("\nstability report (the design's success criteria):")
+        for check in checks:
+            _print(f"  {check.verdict:4}  {check.name}: {check.measured}")
+    plot_learning_curve(run_dir / "learning_curve.png", episodes, scalars, random_eval.mean_length)
+    lines = ["# av-td3 demo report", "", f"run folder: `{run_dir}`", "", "```", table, "```", ""]
+    lines += [f"- {c.verdict} {c.name}: {c.measured}" for c in checks] or [f"- {why_not}"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    _print(
+        f"\nwritten: {run_dir / 'learning_curve.png'}, {run_dir / 'report.md'}, weights {weights}"
+        f"{'' if weights.exists() else ' (none)'}\n"
+        f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}"
+    )
+    return 0
