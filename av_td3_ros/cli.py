@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_positive(int), default=128)
     demo.add_argument("--learning-starts", type=_positive(int), default=1000)
     demo.add_argument("--publish-every", type=_positive(int), default=100)
+    demo.add_argument(
+        "--unstabilized",
+        action="store_true",
+        help="the design's failing setup: no LayerNorm, weight decay, clipping, LR cut or limit",
+    )
     demo.add_argument("--run-dir", default="", help="run folder (default runs/demo-<date>-<time>)")
     demo.add_argument("--progress-every", type=_positive(float), default=5.0, help="seconds between lines")
     for node in ("trainer", "policy", "sim"):
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             learning_starts=args.learning_starts,
             publish_every=args.publish_every,
             run_dir=args.run_dir,
+            stabilized=not args.unstabilized,
             progress_every=args.progress_every,
             trainer=_key_values(args.trainer_param),
             policy=_key_values(args.policy_param),

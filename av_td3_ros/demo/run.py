@@ -31,6 +31,16 @@ from pathlib import Path
 
 __all__ = ["DemoOptions", "NodeProcesses", "config_dir", "run_demo"]
 
+# TD3Config.unstabilized() as trainer parameters (grad_clip 0 = no clipping).
+UNSTABILIZED_TRAINER = {
+    "td3.cnn_norm": "none",
+    "td3.cnn_weight_decay": 0.0,
+    "td3.grad_clip": 0.0,
+    "td3.adaptive_lr": False,
+    "td3.action_limiter": False,
+    "td3.actor_cnn_lr": 3e-4,
+    "td3.critic_cnn_lr": 3e-4,
+}
 TRANSITIONS_TOPIC = "/av_td3/transitions"  # the trainer's and the monitor's (trainer.yaml default)
 
 
@@ -58,6 +68,9 @@ class DemoOptions:
     publish_every: int = 100
     update_to_data_ratio: float = 1.0
     run_dir: str = ""  # "" = runs/demo-<date>-<time>
+    # False: the design's failing setup (TD3Config.unstabilized: no LayerNorm, no CNN weight decay,
+    # no clipping, no LR cut, no action limit, MLP lr on the CNNs), for side-by-side comparisons.
+    stabilized: bool = True
     progress_every: float = 5.0
     trainer: dict = field(default_factory=dict)  # extra trainer parameters (key -> value)
     policy: dict = field(default_factory=dict)  # extra policy parameters
@@ -131,11 +144,12 @@ def run_demo(opts: DemoOptions) -> int:
     cfg = config_dir()
     # The shipped shared-memory + UDP profile (as the compose file uses): a 7.7 MB PolicyWeights
     # message took seconds to reach the policy node on default transports while the trainer kept
-    # both cores busy. Both variable names: Fast DDS 3 and 2.
-    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
-        env.setdefault(name, str(cfg / "fastdds_shm.xml"))
+    # both cores busy. The venv's Fast DDS 3 reads this name (the legacy FASTRTPS_ one warns).
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(cfg / "fastdds_shm.xml"))
     os.environ.update(env)  # for this process's own rclpy, imported below
+    unstabilized = {} if opts.stabilized else UNSTABILIZED_TRAINER
     trainer_params = {
+        **unstabilized,
         "log_dir": str(run_dir / "tensorboard"),
         "checkpoint_dir": str(run_dir / "checkpoints"),
         "resume": False,
@@ -178,8 +192,10 @@ def run_demo(opts: DemoOptions) -> int:
     )
     nodes = NodeProcesses(run_dir / "logs", env)
     nodes.start("trainer_node", "av_td3_ros.nodes.trainer_node", cfg / "trainer.yaml", trainer_params)
-    car = [("sim_node", "av_td3_ros.nodes.sim_node", cfg / "sim.yaml", sim_params),
-           ("policy_node", "av_td3_ros.nodes.policy_node", cfg / "policy.yaml", policy_params)]
+    car = [
+        ("sim_node", "av_td3_ros.nodes.sim_node", cfg / "sim.yaml", sim_params),
+        ("policy_node", "av_td3_ros.nodes.policy_node", cfg / "policy.yaml", policy_params),
+    ]
     try:
         monitor, episodes, failed = _train(opts, nodes, run_dir, car)
     finally:  # the world first: a simulator without its driver would tick into timeouts
@@ -276,8 +292,16 @@ def _progress_line(elapsed, steps, episodes, status, version) -> str:
 
 
 def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) -> int:
+    import numpy as np
+
     from av_td3_ros.demo.evaluation import evaluate, random_driver
-    from av_td3_ros.demo.report import format_table, plot_learning_curve, read_scalars, stability_checks
+    from av_td3_ros.demo.report import (
+        L2_TAGS,
+        format_table,
+        plot_learning_curve,
+        read_scalars,
+        stability_checks,
+    )
     from av_td3_ros.perception.reward import RewardConfig
     from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
 
@@ -307,7 +331,7 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     weights = run_dir / "weights" / "policy.safetensors"
     learned_eval, why_not = None, ""
     if weights.exists():
-        runtime = PolicyRuntime()
+        runtime = PolicyRuntime(norm="layer" if opts.stabilized else "none")
         try:
             decoded = load_weights_file(weights, runtime)
             runtime.install(runtime.prepare(decoded, str(weights)))
@@ -351,6 +375,21 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     lines = ["# av-td3 demo report", "", f"run folder: `{run_dir}`", "", "```", table, "```", ""]
     lines += [f"- {c.verdict} {c.name}: {c.measured}" for c in checks] or [f"- {why_not}"]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    l2 = [scalars[t][:, 1] for t in L2_TAGS if t in scalars and len(scalars[t])]
+    summary = {
+        "stabilized": opts.stabilized,
+        "env_steps": episodes[-1].env_steps if episodes else 0,
+        "training_episodes": len(episodes),
+        "updates": int(
+            max((scalars[t][-1, 0] for t in L2_TAGS if t in scalars and len(scalars[t])), default=0)
+        ),
+        "cnn_l2_max": float(np.concatenate(l2).max()) if l2 else None,
+        "cnn_l2_first": float(l2[0][0]) if l2 else None,
+        "evaluation": learned_eval.summary() if learned_eval is not None else None,
+        "random": random_eval.summary(),
+        "checks": [{"name": c.name, "verdict": c.verdict, "measured": c.measured} for c in checks],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     _print(
         f"\nwritten: {run_dir / 'learning_curve.png'}, {run_dir / 'report.md'}, weights {weights}"
         f"{'' if weights.exists() else ' (none)'}\n"
