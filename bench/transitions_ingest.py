@@ -211,10 +211,12 @@ def swap_subscriber(seconds: float) -> None:
     from av_td3_msgs.msg import PolicyWeights
     from rclpy.executors import SingleThreadedExecutor
 
+    from av_td3_ros.nodes.policy_node import GIL_SWITCH_INTERVAL
     from av_td3_ros.ros.conversions import policy_weights_from_message
     from av_td3_ros.ros.qos import WEIGHTS_QOS
     from av_td3_ros.ros.runtime import PolicyRuntime
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as policy_node's main() does
     rclpy.init()
     node = rclpy.create_node("swap_bench_policy")
     runtime = PolicyRuntime(torch_threads=1)
