@@ -66,6 +66,11 @@ class PolicyRuntime:
         self.reference_state_dict = {k: v.detach().clone() for k, v in reference.state_dict().items()}
         self._policy: LoadedPolicy | None = None
         self._install_lock = threading.Lock()  # serializes installs; inference never takes it
+        # torch loads its meta-device machinery on first use: 1.5 s measured here, which the first
+        # weights update would otherwise pay in the weights thread, holding the GIL against
+        # inference (seen in the demo as a ~7 s delay before version 1 drove). Pay it at configure.
+        with torch.device("meta"):
+            PolicyNetwork(norm=norm)
 
     # --- what inference uses --------------------------------------------------------------------
     @property
