@@ -257,3 +257,38 @@ def test_metrics_writer_uses_the_designs_tags(tmp_path):
     ):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("debug/cnn_features_l2_norm")] == [1, 2]
+
+
+def _greedy_batch(rng, batch, limit):
+    """Data a limited car produces: actions only inside +-limit, reward growing with the action
+    (so the critic's extrapolation says 'more is better' beyond the data)."""
+    actions = rng.uniform(-limit, limit, (batch, 2)).astype(np.float32)
+    return SimpleNamespace(
+        frames=rng.integers(0, 256, (batch, 4, 84, 84), dtype=np.uint8),
+        kinematics=rng.normal(size=(batch, 23)).astype(np.float32),
+        actions=actions,
+        rewards=actions.sum(axis=1).astype(np.float32),
+        next_frames=rng.integers(0, 256, (batch, 4, 84, 84), dtype=np.uint8),
+        next_kinematics=rng.normal(size=(batch, 23)).astype(np.float32),
+        terminated=np.zeros(batch, np.float32),
+    )
+
+
+def test_while_the_limit_is_active_the_actor_learns_the_executed_action_and_does_not_saturate():
+    # The design's failure: the tanh locked at 0.994 / 1.000. With the limiter on, the car executes
+    # clip(a, +-0.6); an actor scored by the critic at its raw output is pushed by extrapolation
+    # to +-1 (measured before the fix: every output at exactly 1.000 after these 300 updates).
+    lrn = learner(encoder_grad="critic_only", actor_lr=1e-3, critic_lr=1e-3)
+    assert lrn.limiter.active and lrn.action_limit == pytest.approx(0.6)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        info = lrn.update(_greedy_batch(rng, BATCH, 0.6))
+    probe = _greedy_batch(rng, 64, 0.6)
+    raw = lrn.act(probe.frames, probe.kinematics, explore=False)  # the limit clips this one...
+    with torch.no_grad():  # ...so read the actor's own output
+        features = lrn.actor_encoder(torch.from_numpy(probe.frames))  # = the critic's in critic_only
+        out = lrn.actor(features, torch.from_numpy(probe.kinematics)).numpy()
+    assert raw.max() <= 0.6 + 1e-6
+    assert out.mean() > 0.4, "it still learned that larger actions pay"
+    assert np.abs(out).max() < 0.75, f"the actor left the data's support: max |a| {np.abs(out).max():.3f}"
+    assert info.get("saturated_share", 0.0) == 0.0

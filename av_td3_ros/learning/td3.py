@@ -32,6 +32,9 @@ log = logging.getLogger("av_td3_ros.learning.td3")
 
 # Config fields that change the tensors a learner holds: a checkpoint must agree on them.
 ARCHITECTURE_KEYS = ("encoder_grad", "cnn_norm", "in_frames")
+# Weight of the squared actor output beyond the active action limit in the actor loss. Outside the
+# limit it is the only gradient (the clip has none), so any positive weight pulls the output back.
+LIMIT_PENALTY = 1.0
 
 
 class ArchitectureMismatch(ValueError):
@@ -270,8 +273,11 @@ class TD3Learner:
             noise = (noise * c.policy_noise * c.max_action).clamp(
                 -c.noise_clip * c.max_action, c.noise_clip * c.max_action
             )
+            # While the limiter is active the car executes clip(pi(s'), +-limit): bootstrap from
+            # that action, not from one the behaviour never takes and the critic never saw.
+            limit = self.limiter.current_limit or c.max_action
             next_actions = (self.actor_target(next_actor_features, next_kinematics) + noise).clamp(
-                -c.max_action, c.max_action
+                -limit, limit
             )
             target_q1, target_q2 = self.critic_target(next_features, next_kinematics, next_actions)
             target_q = rewards + not_done * c.gamma * torch.min(target_q1, target_q2)
@@ -303,7 +309,15 @@ class TD3Learner:
         if self.updates % c.policy_delay == 0:
             actor_features = features if self.shared_encoder else self.actor_encoder(frames, prepared=True)
             raw_actions = self.actor(actor_features, kinematics)
-            actor_loss = -self.critic.q1(features, kinematics, raw_actions).mean()
+            # Score the action the car executes, clip(pi(s), +-limit): the critic has data only
+            # inside the limit, and asking it about |a| up to 1 let its extrapolation drive the
+            # tanh into saturation, which in turn kept the limiter's own "unsaturated" criterion
+            # from ever holding. The clip has no gradient outside, so a squared penalty on the
+            # excess pulls the output back inside. Without an active limit both are identities.
+            executed = raw_actions.clamp(-limit, limit)
+            excess = (raw_actions.abs() - limit).clamp(min=0.0)
+            actor_loss = (-self.critic.q1(features, kinematics, executed).mean()
+                          + LIMIT_PENALTY * excess.pow(2).sum(dim=1).mean())
             self.actor_optimizer.zero_grad(set_to_none=True)
             if self.actor_cnn_optimizer is not None:
                 self.actor_cnn_optimizer.zero_grad(set_to_none=True)
