@@ -26,12 +26,21 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=10, help="evaluation episodes per policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=f"runs/learning-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="reuse a variant whose summary.json is already in --out (resume an interrupted run)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     summaries = {}
     for name, stabilized in (("stabilized", True), ("unstabilized", False)):
         print(f"\n=== {name}: {args.minutes:g} min ===", flush=True)
         run_dir = out / name
+        if args.keep_existing and (run_dir / "summary.json").exists():
+            print(f"reusing {run_dir / 'summary.json'}")
+            summaries[name] = json.loads((run_dir / "summary.json").read_text())
+            continue
         code = run_demo(
             DemoOptions(
                 minutes=args.minutes,
@@ -97,6 +106,7 @@ def main() -> None:
     if random is not None and summaries.get("stabilized") and summaries["stabilized"]["evaluation"]:
         ratio = summaries["stabilized"]["evaluation"]["mean_length"] / random["mean_length"]
         print(f"stabilized evaluation length / random: {ratio:.2f}x (target >= 10x within 30 min)")
+
 
 if __name__ == "__main__":
     main()

@@ -106,3 +106,23 @@ def test_random_policy_leaves_the_road_within_a_few_steps_and_evaluation_is_repr
     assert [e.length for e in first.episodes] == [e.length for e in again.episodes]
     assert first.mean_length < 30  # FACTS: ~7-9 steps
     assert {e.end for e in first.episodes} <= {"off_route", "collision", "stuck"}
+
+
+@pytest.mark.parametrize("stabilized", [True, False])
+def test_the_policy_node_of_each_variant_accepts_the_weights_its_trainer_publishes(stabilized, tmp_path):
+    # Found in the first 30-minute unstabilized run: the policy node kept a LayerNorm encoder, so
+    # it refused every published version as another architecture and drove randomly for 30 min.
+    from av_td3_ros.demo.run import DemoOptions, node_parameters
+    from av_td3_ros.learning import TD3Config, TD3Learner
+    from av_td3_ros.ros.conversions import policy_weights_from_message, policy_weights_to_message
+
+    trainer, policy, _ = node_parameters(DemoOptions(stabilized=stabilized), tmp_path)
+    td3 = {k.removeprefix("td3."): v for k, v in trainer.items() if k.startswith("td3.")}
+    td3["grad_clip"] = td3.get("grad_clip") or None  # the trainer node's 0 = no clipping
+    published = TD3Learner(TD3Config(**td3)).actor_state_dict()
+    runtime = PolicyRuntime(norm=policy["encoder_norm"])
+    message = policy_weights_to_message(published, 1)
+    decoded = policy_weights_from_message(message, runtime.reference_state_dict, runtime.max_weights_bytes)
+    runtime.install(runtime.prepare(decoded, "trainer"))
+    assert runtime.version == 1
+    assert (policy.get("initial_action_limit", 0.6) == 0.0) == (not stabilized)

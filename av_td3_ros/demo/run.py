@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["DemoOptions", "NodeProcesses", "config_dir", "run_demo"]
+__all__ = ["DemoOptions", "NodeProcesses", "config_dir", "encoder_norm", "node_parameters", "run_demo"]
 
 # TD3Config.unstabilized() as trainer parameters (grad_clip 0 = no clipping).
 UNSTABILIZED_TRAINER = {
@@ -75,6 +75,40 @@ class DemoOptions:
     trainer: dict = field(default_factory=dict)  # extra trainer parameters (key -> value)
     policy: dict = field(default_factory=dict)  # extra policy parameters
     sim: dict = field(default_factory=dict)  # extra sim parameters
+
+
+def encoder_norm(opts: DemoOptions) -> str:
+    """The CNN normalization the trainer trains with; the policy node and the evaluation must
+    build the same network, or every weights update is refused as another architecture."""
+    return str(
+        {**(UNSTABILIZED_TRAINER if not opts.stabilized else {}), **opts.trainer}.get("td3.cnn_norm", "layer")
+    )
+
+
+def node_parameters(opts: DemoOptions, run_dir: Path) -> tuple[dict, dict, dict]:
+    """(trainer, policy, sim) parameter overrides of one run, on top of the config/*.yaml files."""
+    trainer = {
+        **({} if opts.stabilized else UNSTABILIZED_TRAINER),
+        "log_dir": str(run_dir / "tensorboard"),
+        "checkpoint_dir": str(run_dir / "checkpoints"),
+        "resume": False,
+        "learning_starts": opts.learning_starts,
+        "publish_every": opts.publish_every,
+        "update_to_data_ratio": opts.update_to_data_ratio,
+        "td3.batch_size": opts.batch_size,
+        "seed": opts.seed,
+        **opts.trainer,
+    }
+    policy = {
+        "mode": "train",
+        "seed": opts.seed,
+        "encoder_norm": encoder_norm(opts),
+        "reward.max_episode_steps": opts.episode_steps,
+        "reward.stuck_steps": opts.stuck_steps,
+        **({} if opts.stabilized else {"initial_action_limit": 0.0}),  # no limiter in that variant
+        **opts.policy,
+    }
+    return trainer, policy, {"seed": opts.seed, **opts.sim}
 
 
 def _ros_args(params: dict) -> list[str]:
@@ -147,27 +181,7 @@ def run_demo(opts: DemoOptions) -> int:
     # both cores busy. The venv's Fast DDS 3 reads this name (the legacy FASTRTPS_ one warns).
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(cfg / "fastdds_shm.xml"))
     os.environ.update(env)  # for this process's own rclpy, imported below
-    unstabilized = {} if opts.stabilized else UNSTABILIZED_TRAINER
-    trainer_params = {
-        **unstabilized,
-        "log_dir": str(run_dir / "tensorboard"),
-        "checkpoint_dir": str(run_dir / "checkpoints"),
-        "resume": False,
-        "learning_starts": opts.learning_starts,
-        "publish_every": opts.publish_every,
-        "update_to_data_ratio": opts.update_to_data_ratio,
-        "td3.batch_size": opts.batch_size,
-        "seed": opts.seed,
-        **opts.trainer,
-    }
-    policy_params = {
-        "mode": "train",
-        "seed": opts.seed,
-        "reward.max_episode_steps": opts.episode_steps,
-        "reward.stuck_steps": opts.stuck_steps,
-        **opts.policy,
-    }
-    sim_params = {"seed": opts.seed, **opts.sim}
+    trainer_params, policy_params, sim_params = node_parameters(opts, run_dir)
     (run_dir / "config.json").write_text(
         json.dumps(
             {
@@ -217,7 +231,7 @@ def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
     from av_td3_ros.ros.runtime import PolicyRuntime
 
     rclpy.init()
-    reference = PolicyRuntime().reference_state_dict
+    reference = PolicyRuntime(norm=encoder_norm(opts)).reference_state_dict
     monitor = DemoMonitor(run_dir / "weights" / "policy.safetensors", reference, 64 << 20)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
@@ -331,7 +345,7 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     weights = run_dir / "weights" / "policy.safetensors"
     learned_eval, why_not = None, ""
     if weights.exists():
-        runtime = PolicyRuntime(norm="layer" if opts.stabilized else "none")
+        runtime = PolicyRuntime(norm=encoder_norm(opts))
         try:
             decoded = load_weights_file(weights, runtime)
             runtime.install(runtime.prepare(decoded, str(weights)))
