@@ -39,6 +39,34 @@ def ros_env() -> dict[str, str]:
     return env
 
 
+class Spawner:
+    """Starts Python programs as OS processes with the suite's ROS environment; kills them all
+    on `close()`. Call it with (args, env overrides) -> Popen. stdout is a pipe (text); stderr
+    goes to a file whose path is the Popen's `stderr_path`."""
+
+    def __init__(self, env: dict[str, str], directory: Path):
+        self.env, self.directory = env, Path(directory)
+        self.procs: list[subprocess.Popen] = []
+
+    def __call__(self, args: list[str], **env_overrides: str) -> subprocess.Popen:
+        env = dict(self.env)
+        env.update(env_overrides)
+        err_path = self.directory / f"proc{len(self.procs)}.stderr"
+        err = open(err_path, "w")
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        proc.stderr_path = err_path  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
 @pytest.fixture
 def spawn(ros_env, tmp_path):
     """Start a Python program as its own OS process with the suite's ROS environment.
@@ -46,30 +74,20 @@ def spawn(ros_env, tmp_path):
     Returns a function (args, env overrides) -> Popen; every process is killed at teardown.
     stdout is a pipe (text); stderr goes to a file whose path is the Popen's `stderr_path`.
     """
-    procs: list[subprocess.Popen] = []
-
-    def start(args: list[str], **env_overrides: str) -> subprocess.Popen:
-        env = dict(ros_env)
-        env.update(env_overrides)
-        err_path = tmp_path / f"proc{len(procs)}.stderr"
-        err = open(err_path, "w")
-        proc = subprocess.Popen(
-            [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=err, text=True
-        )
-        proc.stderr_path = err_path  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+    spawner = Spawner(ros_env, tmp_path)
+    yield spawner
+    spawner.close()
 
 
-@pytest.fixture
-def rclpy_context():
-    """A fresh rclpy context for in-process nodes, shut down after the test."""
+@pytest.fixture(scope="module")
+def module_spawn(ros_env, tmp_path_factory):
+    """`spawn` for processes shared by the tests of one module (killed after its last test)."""
+    spawner = Spawner(ros_env, tmp_path_factory.mktemp("module_procs"))
+    yield spawner
+    spawner.close()
+
+
+def _rclpy_context():
     import rclpy
     from rclpy.context import Context
 
@@ -78,3 +96,15 @@ def rclpy_context():
     yield context
     if context.ok():
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def rclpy_context():
+    """A fresh rclpy context for in-process nodes, shut down after the test."""
+    yield from _rclpy_context()
+
+
+@pytest.fixture(scope="module")
+def module_rclpy_context():
+    """An rclpy context shared by the tests of one module."""
+    yield from _rclpy_context()

@@ -317,12 +317,13 @@ def test_one_control_per_new_frame_episodes_transitions_and_bad_inputs(spawn, ma
     assert "never retrieved" not in stderr_of(node) and "Traceback" not in stderr_of(node)
 
 
-def _expected_action(state_dict) -> np.ndarray:
+def _expected_action(state_dict, route=ROUTE, pose=POSE) -> np.ndarray:
+    """The actor's output for a stack of four IMAGE frames at `pose` on `route`."""
     net = PolicyNetwork()
     net.load_state_dict(state_dict)
     net.eval()
     frames = torch.from_numpy(np.stack([to_gray84(IMAGE, "bgra8")] * 4)).unsqueeze(0)
-    kin = KinematicsEncoder().encode(Route(ROUTE), POSE["x"], POSE["y"], POSE["yaw"], POSE["speed"])
+    kin = KinematicsEncoder().encode(Route(route), pose["x"], pose["y"], pose["yaw"], pose["speed"])
     with torch.inference_mode():
         return net(frames, torch.from_numpy(kin).unsqueeze(0))[0].numpy()
 

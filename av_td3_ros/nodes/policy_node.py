@@ -27,6 +27,7 @@ import time
 import traceback
 
 import cv2
+import numpy as np
 import rclpy
 from av_td3_msgs.msg import PolicyWeights, Transition
 from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLaneInvasionEvent
@@ -58,6 +59,8 @@ from av_td3_ros.ros.log import Throttle, forward_python_logging
 from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
 from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, InvalidParameter, declare_parameters
 
+# The largest |kinematics| value acted on: the trainer's bound (IngestConfig.max_abs_kinematics).
+MAX_ABS_KINEMATICS = 1.0e4
 # The GIL handoff interval: a weights update decoding in the other executor thread holds the GIL
 # for at most this long before the inference thread gets it (CPython's default is 5 ms).
 GIL_SWITCH_INTERVAL = 0.001
@@ -152,13 +155,17 @@ class PolicyNode(LifecycleNode):
         self.rates = {name: RateMeter() for name in ("camera", "odometry", "control")}
         self.compute_ms, self.inference_ms = LatencyStats(), LatencyStats()
         self.state, self.state_error = None, "no odometry received yet"  # latest valid VehicleState
+        self.state_stamp_ns = -1  # header stamp of self.state
+        self._held = None  # (Image, wall deadline): a frame waiting for the odometry of its stamp
         self.route_error = "no route received yet"
         self.events = {"collision": 0, "lane_invasion": 0}  # since the last frame
         self.stale: dict = {}
         self.counters = dict.fromkeys(("frames", "repeated_stamps", "bad_frames", "braked_frames",
-                                       "weights_accepted", "weights_rejected", "transitions"), 0)
+                                       "weights_accepted", "weights_rejected", "transitions",
+                                       "frames_held"), 0)
         self.last_rejection = ""
         self.reset_deadline = None
+        self.reset_future = None  # the pending reset request; handled by _poll_reset()
         self.warned_no_reset = False
         if p.weights_file:
             self._load_weights_file(p.weights_file)
@@ -257,12 +264,31 @@ class PolicyNode(LifecycleNode):
         self.rates["camera"].tick(now)
         if not self._active:
             return
+        self._poll_reset()
         if not self.gate.admit(stamp_to_ns(msg.header.stamp)):
             self.counters["repeated_stamps"] += 1
             return  # this frame was answered already: never twice for one stamp
         self.counters["frames"] += 1
-        stamp = self._unanswered = msg.header.stamp
-        inputs = self._frame_inputs(msg, now)
+        if self._held is not None:  # a newer frame: the held one is answered now, never skipped
+            self._answer(self._held[0])
+        self._unanswered = msg.header.stamp
+        # The bridge stamps a tick's odometry and image alike, but the camera callback can run
+        # first: answering at once would pair this frame with the previous tick's pose. Hold it
+        # until its odometry arrives (_on_odometry) or odometry_sync_timeout passes (_on_watchdog).
+        if self.p.odometry_sync_timeout > 0 and self.state_stamp_ns < stamp_to_ns(msg.header.stamp):
+            self._held = (msg, now + self.p.odometry_sync_timeout)
+            self.counters["frames_held"] += 1
+            return
+        self._answer(msg, start)
+
+    def _answer(self, msg: Image, start: float | None = None) -> None:
+        """The one control of an admitted frame (unless a failure already braked for it)."""
+        self._held = None
+        stamp = msg.header.stamp
+        if self._unanswered is not stamp:
+            return
+        start = time.perf_counter() if start is None else start
+        inputs = self._frame_inputs(msg, time.monotonic())
         if isinstance(inputs, str):
             self.counters["braked_frames"] += 1
             self._publish_control(BRAKE, stamp)
@@ -292,6 +318,13 @@ class PolicyNode(LifecycleNode):
             kinematics = self.perception.kinematics(state)
         except ValueError as exc:
             return f"cannot compute kinematics: {exc}"
+        # Finite odometry and route can still give non-finite kinematics (a pose beyond float32's
+        # range) or absurd ones (a speed of 1e6 m/s, a route 100 km away): found by fuzzing
+        # (test_hardening.py). Beyond the trainer's bound the transition would be dropped, and
+        # the actor must not act on inputs that far out of its training distribution either.
+        if not (np.isfinite(kinematics).all() and np.abs(kinematics).max() <= MAX_ABS_KINEMATICS):
+            return f"kinematics out of range (|value| > {MAX_ABS_KINEMATICS:g} or not finite): " + (
+                f"speed {kinematics[0]:.6g} m/s, next waypoint {kinematics[1]:.6g} m away")
         events, self.events = self.events, {"collision": 0, "lane_invasion": 0}
         return frame, kinematics, functools.partial(self.perception.judge, state, events)
 
@@ -327,6 +360,10 @@ class PolicyNode(LifecycleNode):
             self._error("odometry", f"invalid odometry (braking until a valid one): {exc}")
             return
         self.watchdog.feed("odometry", now)
+        self.state_stamp_ns = stamp_to_ns(msg.header.stamp)
+        held = self._held
+        if held is not None and self.state_stamp_ns >= stamp_to_ns(held[0].header.stamp):
+            self._answer(held[0])
 
     @guarded("route")
     def _on_route(self, msg: Path) -> None:
@@ -372,8 +409,11 @@ class PolicyNode(LifecycleNode):
     @guarded("watchdog")
     def _on_watchdog(self) -> None:
         now = time.monotonic()
+        self._poll_reset()
+        if self._held is not None and now >= self._held[1]:
+            self._answer(self._held[0])  # its odometry did not come: the latest one will do
         if self.reset_deadline is not None and now > self.reset_deadline:
-            self.reset_deadline = None
+            self.reset_deadline = self.reset_future = None  # a late answer is ignored
             self._warn(
                 "reset",
                 f"no answer from {self._topic('reset_service')} within "
@@ -385,6 +425,12 @@ class PolicyNode(LifecycleNode):
             self.stale = stale
             return
         if stale:
+            if "camera" in stale and "camera" not in self.stale:
+                # A camera gap ends the stamp sequence: a restarted simulator counts sim time from
+                # zero again, and its frames must be answered even where their stamps repeat the
+                # previous run's (found by test_hardening.py: otherwise up to StampGate.memory
+                # frames of the new run got no control at all).
+                self.gate.clear()
             self._publish_control(BRAKE, None)
             ages = ", ".join(
                 f"{k} {'never received' if a is None else f'{a:.2f} s old'}" for k, a in stale.items()
@@ -471,7 +517,20 @@ class PolicyNode(LifecycleNode):
             self.loop.reset_done()
             return
         self.reset_deadline = time.monotonic() + self.p.reset_timeout
-        client.call_async(Trigger.Request()).add_done_callback(self._on_reset_done)
+        self.reset_future = client.call_async(Trigger.Request())
+
+    def _poll_reset(self) -> None:
+        """Handle a finished reset request; called from the camera and watchdog callbacks.
+
+        Why not future.add_done_callback: rclpy runs a future's done callbacks as executor
+        tasks outside every callback group, so with the MultiThreadedExecutor the reset could
+        flip the episode phase in the middle of a camera callback (found by fuzzing,
+        test_hardening.py: a START without the episode tracker's reset, then 'episode already
+        ended' raised on the next step)."""
+        future = self.reset_future
+        if future is not None and future.done():
+            self.reset_future = None
+            self._on_reset_done(future)
 
     def _on_reset_done(self, future) -> None:
         try:

@@ -67,8 +67,14 @@ class Route:
         if not np.isfinite(array).all():
             bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
             raise InvalidInput(f"route point {bad} is not finite: {array[bad].tolist()}")
-        vectors = np.diff(array, axis=0)
-        lengths = np.hypot(vectors[:, 0], vectors[:, 1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            vectors = np.diff(array, axis=0)
+            lengths = np.hypot(vectors[:, 0], vectors[:, 1])
+            too_long = not (np.isfinite(lengths * lengths).all() and np.isfinite(lengths.sum()))
+        if too_long:
+            # Finite points can still be too far apart to measure (segment vectors or squared
+            # lengths overflow): the projections would be NaN (found by fuzzing, test_hardening.py).
+            raise InvalidInput(f"route points too far apart: segment length overflow ({lengths.max():.3g} m)")
         if lengths.min() < min_segment_length:
             bad = int(np.argmin(lengths))
             raise InvalidInput(
@@ -284,6 +290,12 @@ class KinematicsEncoder:
         t = np.clip((rel * route.segment_vectors).sum(axis=1) / route.segment_lengths_squared, 0.0, 1.0)
         offset = rel - t[:, None] * route.segment_vectors
         distance = np.hypot(offset[:, 0], offset[:, 1])
+        # A pose so far out that projections overflow gives NaN distances; with every one NaN
+        # there is no place on the route to anchor it (found by fuzzing, test_hardening.py: a
+        # NaN min selected no segment and raised IndexError).
+        distance[np.isnan(distance)] = np.inf
+        if not np.isfinite(distance).any():
+            raise InvalidInput(f"pose ({x:.3g}, {y:.3g}) is too far from the route to place it")
         # The earliest stretch of route near the car, then the closest segment of that stretch
         # (the earliest candidate alone may be a segment just behind the car).
         earliest = int(np.flatnonzero(distance <= distance.min() + self.anchor_tolerance)[0])

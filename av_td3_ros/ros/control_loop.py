@@ -45,6 +45,11 @@ class StampGate:
             self._seen.discard(self._order.popleft())
         return True
 
+    def clear(self) -> None:
+        """Forget every stamp (a new stamp sequence begins, e.g. a restarted simulator)."""
+        self._order.clear()
+        self._seen.clear()
+
 
 @dataclass(frozen=True)
 class EpisodeOutcome:

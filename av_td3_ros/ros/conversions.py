@@ -175,12 +175,15 @@ def odometry_to_state(msg) -> VehicleState:
             f"non-finite odometry: position {p.x, p.y, p.z}, orientation "
             f"{q.x, q.y, q.z, q.w}, linear velocity {v.x, v.y, v.z}"
         )
-    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
+    # hypot, not sqrt of a sum of squares: components above ~1e154 overflowed the squares to inf,
+    # which gave a wrong yaw (0) and an infinite speed for finite input (found by fuzzing,
+    # test_hardening.py::test_odometry_yaw_and_speed_never_overflow_for_any_quaternion_scale).
+    norm = math.hypot(q.x, q.y, q.z, q.w)
     if norm < 1e-6:
         raise ConversionError("odometry orientation is a zero quaternion")
     qx, qy, qz, qw = q.x / norm, q.y / norm, q.z / norm, q.w / norm
     yaw = math.atan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz))
-    speed = math.sqrt(v.x * v.x + v.y * v.y + v.z * v.z)
+    speed = math.hypot(v.x, v.y, v.z)
     return VehicleState(float(p.x), float(p.y), yaw, speed, float(v.x), msg.header.frame_id)
 
 
