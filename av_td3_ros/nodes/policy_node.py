@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-import signal
 import sys
-import threading
 import time
 import traceback
 
@@ -35,7 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
@@ -58,6 +56,7 @@ from av_td3_ros.ros.conversions import (
 from av_td3_ros.ros.log import Throttle, forward_python_logging
 from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
 from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, InvalidParameter, declare_parameters
+from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinning
 
 # The largest |kinematics| value acted on: the trainer's bound (IngestConfig.max_abs_kinematics).
 MAX_ABS_KINEMATICS = 1.0e4
@@ -565,9 +564,7 @@ def main(args: list[str] | None = None) -> None:
     invalid parameter."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     try:
         node = PolicyNode()
     except InvalidParameter as exc:
@@ -581,28 +578,15 @@ def main(args: list[str] | None = None) -> None:
         or node.trigger_activate() != TransitionCallbackReturn.SUCCESS
     ):
         node.get_logger().error("autostart failed")
-    # The executor spins in a thread; the main thread only waits for a signal (Python runs signal
-    # handlers there) and then shuts the executor down cleanly.
-    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
-    spinner.start()
-    while not stop.wait(0.2) and spinner.is_alive() and rclpy.ok():
-        pass
+    spinner = spin_until_stopped(executor, stop)
     try:
         if rclpy.ok() and node._active:
             node._publish_control(BRAKE, None)  # leave the car braked
     except Exception:  # noqa: BLE001
         pass
-    executor.shutdown(timeout_sec=2.0)
-    spinner.join(timeout=5.0)
+    stop_spinning(executor, spinner)
     node.destroy_node()
     rclpy.try_shutdown()
-
-
-def _spin(executor) -> None:
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
 
 
 if __name__ == "__main__":

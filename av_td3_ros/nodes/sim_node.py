@@ -17,7 +17,6 @@ Parameters: av_td3_ros.ros.sim_parameters.SIM_NODE_PARAMETERS, documented in con
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLan
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
@@ -39,6 +38,7 @@ from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import stamp_to_ns
 from av_td3_ros.ros.parameters import InvalidParameter, declare_parameters
 from av_td3_ros.ros.sim_parameters import SIM_NODE_PARAMETERS, sim_config_from_params
+from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinning
 
 __all__ = ["SIM_NODE_PARAMETERS", "SimNode", "main"]
 
@@ -224,9 +224,7 @@ class SimNode(Node):
 def main(args: list[str] | None = None) -> None:
     """Run the simulator node until SIGINT/SIGTERM. Exit code 2 for an invalid parameter."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     try:
         node = SimNode()
     except (InvalidParameter, ValueError) as exc:
@@ -236,22 +234,11 @@ def main(args: list[str] | None = None) -> None:
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     node.start()
-    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
-    spinner.start()
-    while not stop.wait(0.2) and spinner.is_alive() and rclpy.ok():
-        pass
+    spinner = spin_until_stopped(executor, stop)
     node.stop()
-    executor.shutdown(timeout_sec=2.0)
-    spinner.join(timeout=5.0)
+    stop_spinning(executor, spinner)
     node.destroy_node()
     rclpy.try_shutdown()
-
-
-def _spin(executor) -> None:
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
 
 
 if __name__ == "__main__":
