@@ -584,7 +584,8 @@ def main(args: list[str] | None = None) -> None:
             node._publish_control(BRAKE, None)  # leave the car braked
     except Exception:  # noqa: BLE001
         pass
-    stop_spinning(executor, spinner)
+    if not stop_spinning(executor, spinner):
+        node.get_logger().warning("callbacks still running at shutdown; destroying the node anyway")
     node.destroy_node()
     rclpy.try_shutdown()
 

@@ -236,7 +236,8 @@ def main(args: list[str] | None = None) -> None:
     node.start()
     spinner = spin_until_stopped(executor, stop)
     node.stop()
-    stop_spinning(executor, spinner)
+    if not stop_spinning(executor, spinner):
+        node.get_logger().warning("callbacks still running at shutdown; destroying the node anyway")
     node.destroy_node()
     rclpy.try_shutdown()
 

@@ -37,6 +37,11 @@ def spin_until_stopped(executor, stop: threading.Event) -> threading.Thread:
     return spinner
 
 
-def stop_spinning(executor, spinner: threading.Thread) -> None:
-    executor.shutdown(timeout_sec=2.0)
-    spinner.join(timeout=5.0)
+def stop_spinning(executor, spinner: threading.Thread, timeout: float = 15.0) -> bool:
+    """Shut the executor down and wait until no callback runs any more: only then may the node be
+    destroyed. A 2 s limit was exceeded on a loaded machine, and destroying the node under a
+    running callback raised 'cannot use Destroyable because destruction was requested' in an
+    executor task. Returns False if callbacks were still running after `timeout` seconds."""
+    done = executor.shutdown(timeout_sec=timeout)
+    spinner.join(timeout=timeout)
+    return bool(done) and not spinner.is_alive()
