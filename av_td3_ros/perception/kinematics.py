@@ -35,7 +35,8 @@ def wrap_angle(angle: float) -> float:
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
-def _finite(name: str, value: float) -> float:
+def finite_number(name: str, value: float) -> float:
+    """float(value), or InvalidInput naming `name` for a non-number or a non-finite value."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -187,7 +188,7 @@ def locate_on_route(route: Route, x: float, y: float, yaw: float, first_segment:
     itself use KinematicsEncoder.position instead: its search only moves forward."""
     if not isinstance(route, Route):
         raise InvalidInput(f"route must be a Route, got {type(route).__name__}")
-    x, y, yaw = _finite("x", x), _finite("y", y), _finite("yaw", yaw)
+    x, y, yaw = finite_number("x", x), finite_number("y", y), finite_number("yaw", yaw)
     last = route.num_segments - 1 if last_segment is None else int(last_segment)
     if not 0 <= int(first_segment) <= last < route.num_segments:
         raise InvalidInput(
@@ -246,7 +247,8 @@ class KinematicsEncoder:
         non-finite value."""
         if not isinstance(route, Route):
             raise InvalidInput(f"route must be a Route, got {type(route).__name__}")
-        x, y, yaw, speed = _finite("x", x), _finite("y", y), _finite("yaw", yaw), _finite("speed", speed)
+        x, y = finite_number("x", x), finite_number("y", y)
+        yaw, speed = finite_number("yaw", yaw), finite_number("speed", speed)
         if route is not self._route:
             self._set_route(route)
 

@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass, fields
 from enum import Enum
 
-from av_td3_ros.perception.kinematics import InvalidInput
+from av_td3_ros.perception.kinematics import InvalidInput, finite_number
 
 __all__ = [
     "TERMINATING_REASONS",
@@ -122,16 +122,6 @@ class RewardTerms:
     off_route: float  # <= 0
 
 
-def _number(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise InvalidInput(f"{name} must be finite, got {value!r}")
-    return value
-
-
 def _count(name: str, value: int) -> int:
     if isinstance(value, bool):
         return int(value)
@@ -156,9 +146,9 @@ class RewardFunction:
         """`speed` is the FORWARD speed (m/s, negative when reversing). `off_route` defaults to
         |lateral_offset| > max_lateral_offset."""
         c = self.config
-        speed = _number("speed", speed)
-        lateral_offset = _number("lateral_offset", lateral_offset)
-        heading_error = _number("heading_error", heading_error)
+        speed = finite_number("speed", speed)
+        lateral_offset = finite_number("lateral_offset", lateral_offset)
+        heading_error = finite_number("heading_error", heading_error)
         lane_invasions = _count("lane_invasions", lane_invasions)
         if off_route is None:
             off_route = abs(lateral_offset) > c.max_lateral_offset
@@ -218,7 +208,7 @@ class EpisodeTracker:
         if self.reason is not None:
             raise RuntimeError(f"episode already ended ({self.reason.value}): call reset() first")
         c = self.config
-        off_route = abs(_number("lateral_offset", lateral_offset)) > c.max_lateral_offset
+        off_route = abs(finite_number("lateral_offset", lateral_offset)) > c.max_lateral_offset
         terms = self.reward_function(speed=speed, lateral_offset=lateral_offset, heading_error=heading_error,
                                      collision=bool(collision), lane_invasions=lane_invasions,
                                      off_route=off_route)
