@@ -64,6 +64,8 @@ MAX_ABS_KINEMATICS = 1.0e4
 # for at most this long before the inference thread gets it (CPython's default is 5 ms).
 GIL_SWITCH_INTERVAL = 0.001
 
+NO_ODOMETRY_YET = "no odometry received yet"
+NO_ROUTE_YET = "no route received yet"
 SCALARS = ("steer", "throttle", "brake", "reward", "episode_return", "inference_latency_ms", "policy_version")
 
 
@@ -153,10 +155,10 @@ class PolicyNode(LifecycleNode):
         self.watchdog = Watchdog(p.sensor_timeout, ("camera", "odometry"))
         self.rates = {name: RateMeter() for name in ("camera", "odometry", "control")}
         self.compute_ms, self.inference_ms = LatencyStats(), LatencyStats()
-        self.state, self.state_error = None, "no odometry received yet"  # latest valid VehicleState
+        self.state, self.state_error = None, NO_ODOMETRY_YET  # latest valid VehicleState
         self.state_stamp_ns = -1  # header stamp of self.state
         self._held = None  # (Image, wall deadline): a frame waiting for the odometry of its stamp
-        self.route_error = "no route received yet"
+        self.route_error = NO_ROUTE_YET
         self.events = {"collision": 0, "lane_invasion": 0}  # since the last frame
         self.stale: dict = {}
         self.counters = dict.fromkeys(("frames", "repeated_stamps", "bad_frames", "braked_frames",
@@ -291,7 +293,10 @@ class PolicyNode(LifecycleNode):
         if isinstance(inputs, str):
             self.counters["braked_frames"] += 1
             self._publish_control(BRAKE, stamp)
-            self._error(f"frame:{inputs[:12]}", f"{inputs}: braking")
+            # Before the first odometry or route the brake is start-up, not a fault: WARN. An
+            # invalid input (or one gone stale) stays an ERROR.
+            starting = NO_ODOMETRY_YET in inputs or NO_ROUTE_YET in inputs
+            (self._warn if starting else self._error)(f"frame:{inputs[:12]}", f"{inputs}: braking")
             return
         out = self.loop.on_frame(*inputs)
         self._publish_control(out.command, stamp)
