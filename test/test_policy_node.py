@@ -409,7 +409,9 @@ def test_deploy_brakes_without_weights_then_follows_weight_updates_and_rejects_b
 
 
 def test_sensor_silence_brakes_within_timeout_plus_one_period_and_recovers(spawn, make_bridge):
-    timeout, rate = 0.3, 20.0
+    # The default sensor_timeout: a shorter one let a 330 ms scheduling stall of a loaded CI machine
+    # trip the watchdog during the recovery phase (a real stale input, but not what this tests).
+    timeout, rate = 0.5, 20.0
     bridge = make_bridge("car_c")
     bridge.publish_route()
     # use_sim_time with no /clock at all: the watchdog still runs on the wall clock.
@@ -449,7 +451,8 @@ def test_sensor_silence_brakes_within_timeout_plus_one_period_and_recovers(spawn
     end = stream(1.5)
     with bridge.lock:
         after = [c for c in bridge.controls if c[4] > resumed + 0.5 and c[4] < end]
-    assert after and all(c[0] in frame_stamps for c in after), after[:5]
+    watchdog_brakes = [c for c in after if c[0] not in frame_stamps]
+    assert after and not watchdog_brakes, (len(after), watchdog_brakes[:5])
     assert any(c[3] < 1.0 for c in after)  # driving, not braking
     _wait(lambda: "fresh again: resuming" in stderr_of(node), 5, "the recovery report")
 

@@ -232,12 +232,14 @@ def test_two_actor_processes_2000_transitions_zero_loss_and_newer_weights_publis
     assert 0.0 < status.critic_cnn_l2 < 50.0
 
     observer.wait_for(lambda: len(observer.weights) >= 2, 30, "two PolicyWeights", [trainer])
-    versions = observer.versions()
+    with observer.lock:  # one snapshot: a newer version may arrive while this test decodes
+        received = list(observer.weights)
+    versions = [m.version for _, m in received]
     assert versions == sorted(set(versions)) and versions[-1] > versions[0] >= 1  # newer, strictly
     threads = torch.get_num_threads()
     runtime = PolicyRuntime()  # sets torch's thread count for this process: restored below
     torch.set_num_threads(threads)
-    _, msg = observer.weights[-1]
+    _, msg = received[-1]
     decoded = policy_weights_from_message(msg, runtime.reference_state_dict, runtime.max_weights_bytes)
     assert decoded.version == versions[-1] and decoded.action_limit == pytest.approx(0.6)
     runtime.install(runtime.prepare(decoded, "topic"))  # the real policy-node path accepts it
