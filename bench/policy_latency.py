@@ -121,8 +121,8 @@ def bench_compute(frames: int, weights: str) -> None:
     # A received message (array-backed data), as the callback gets it.
     received = deserialize_message(serialize_message(frame), Image)
 
-    print(f"compute, 800x600 bgra8, {frames} frames, torch threads 1:")
-    for mode in ("deploy", "train"):
+    print(f"compute, 800x600 bgra8, {frames} frames, torch threads 1 (back to back; 'paced': one per 50 ms):")
+    for mode, period in (("deploy", 0.0), ("train", 0.0), ("deploy", 0.05)):
         context = Context()
         rclpy.init(
             context=context,
@@ -145,6 +145,7 @@ def bench_compute(frames: int, weights: str) -> None:
         node.trigger_activate()
         node._on_route(path)
         samples = []
+        tick = time.perf_counter()
         for i in range(frames + 20):
             received.header.stamp.sec, received.header.stamp.nanosec = 1000 + i, 0
             odom.header.stamp = received.header.stamp  # the bridge stamps a tick's odometry and image alike
@@ -152,8 +153,10 @@ def bench_compute(frames: int, weights: str) -> None:
             start = time.perf_counter()
             node._on_camera(received)
             samples.append((time.perf_counter() - start) * 1e3)
+            tick += period
+            time.sleep(max(0.0, tick - time.perf_counter()))
         samples = samples[20:]
-        print(_line(f"{mode}: camera callback -> publish", samples))
+        print(_line(f"{mode}{', paced' if period else ''}: camera callback -> publish", samples))
         node.trigger_deactivate()
         node.destroy_node()
         rclpy.shutdown(context=context)
@@ -178,10 +181,31 @@ def bench_compute(frames: int, weights: str) -> None:
         print(_line(key, values))
 
 
-def bench_swap(weights: str, swaps: int = 10) -> None:
+def bench_swap(weights: str, swaps: int = 60) -> None:
     """Weights updates (7.7 MB PolicyWeights) handled in one thread while frames run in another,
     as in the node (two callback groups): swap time, and the camera callback with and without a
-    swap in flight."""
+    swap in flight; with the node's FrameWindows (updates pause during frames) and without them
+    (max_wait 0: an update never waits), side by side."""
+    results = {}
+    for gated in (True, False):
+        results[gated] = _bench_swap(weights, swaps, gated)
+    (g_swap, g_out, g_in), (u_swap, u_out, u_in) = results[True], results[False]
+
+    def blocked(during, quiet) -> str:  # "inference never blocked > 1 ms": slower than quiet p99 + 1 ms
+        return f"{sum(1 for d in during if d > _pct(quiet, 99) + 1.0)} of {len(during)}"
+
+    gated_excess = _pct(g_in, 99) - _pct(g_out, 99)
+    print(
+        f"  ratio: callback p99 during a swap minus without, FrameWindows {gated_excess:+.2f} ms"
+        f" vs none {_pct(u_in, 99) - _pct(u_out, 99):+.2f} ms (target <= 1 ms); p90 "
+        f"{_pct(g_in, 90) - _pct(g_out, 90):+.2f} vs {_pct(u_in, 90) - _pct(u_out, 90):+.2f} ms\n"
+        f"  callbacks during a swap > 1 ms slower than the quiet p99: FrameWindows {blocked(g_in, g_out)}, "
+        f"none {blocked(u_in, u_out)}; message -> installed p50 "
+        f"{_pct(g_swap, 50):.1f} vs {_pct(u_swap, 50):.1f} ms ({_pct(g_swap, 50) / _pct(u_swap, 50):.2f}x)"
+    )
+
+
+def _bench_swap(weights: str, swaps: int, gated: bool):
     import threading
 
     import rclpy
@@ -207,6 +231,10 @@ def bench_swap(weights: str, swaps: int = 10) -> None:
     rclpy.init(context=context, args=["--ros-args", "-p", "mode:=deploy", "-p", f"weights_file:={weights}",
                                       "-p", "sensor_timeout:=60.0"])
     node = PolicyNode("bench_policy_swap", context=context)
+    if not gated:
+        from av_td3_ros.ros.frame_windows import FrameWindows
+
+        node.windows = FrameWindows(max_wait=0.0)
     node.trigger_configure()
     node.trigger_activate()
     node._on_route(path)
@@ -214,8 +242,8 @@ def bench_swap(weights: str, swaps: int = 10) -> None:
     frames: list[tuple[float, float]] = []  # (start, duration ms)
     done = threading.Event()
 
-    def camera_loop():
-        i = 0
+    def camera_loop():  # a 20 Hz camera, as the bridge's 0.05 s tick
+        i, tick = 0, time.perf_counter()
         while not done.is_set():
             received.header.stamp.sec, i = 5000 + i, i + 1
             odom.header.stamp = received.header.stamp
@@ -223,7 +251,8 @@ def bench_swap(weights: str, swaps: int = 10) -> None:
             start = time.perf_counter()
             node._on_camera(received)
             frames.append((start, (time.perf_counter() - start) * 1e3))
-            time.sleep(0.01)
+            tick += 0.05
+            time.sleep(max(0.0, tick - time.perf_counter()))
 
     thread = threading.Thread(target=camera_loop)
     thread.start()
@@ -232,20 +261,22 @@ def bench_swap(weights: str, swaps: int = 10) -> None:
         start = time.perf_counter()
         node._on_weights(msg)
         windows.append((start, time.perf_counter()))
-        time.sleep(0.4)
+        time.sleep(0.2 + 0.05 * random.random())  # not in phase with the camera
     done.set()
     thread.join()
     assert node.runtime.version == swaps + 1, node.runtime.version
     swap_ms = [(b - a) * 1e3 for a, b in windows]
     during = [d for t, d in frames if any(a - 0.003 <= t <= b for a, b in windows)]
     outside = [d for t, d in frames if not any(a - 0.003 <= t <= b + 0.003 for a, b in windows)]
-    print(f"weights swap ({swaps} x 7.7 MB PolicyWeights, validated + built off the camera thread):")
+    print(f"weights swap ({swaps} x 7.7 MB PolicyWeights, validated + built off the camera thread, "
+          f"{'FrameWindows: the update pauses during frames' if gated else 'no FrameWindows'}):")
     print(_line("message -> installed", swap_ms))
     print(_line("camera callback, no swap running", outside))
     print(_line("camera callback during a swap", during))
     node.trigger_deactivate()
     node.destroy_node()
     rclpy.shutdown(context=context)
+    return swap_ms, outside, during
 
 
 # ----------------------------------------------------------------------------------------------

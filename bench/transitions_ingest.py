@@ -14,7 +14,8 @@
 2. swap: the trainer publishes the full actor (NatureCNN + MLP, ~7.7 MB safetensors) every few
    updates; a policy-side process receives each PolicyWeights, validates it with the policy
    node's own path (conversions.policy_weights_from_message + PolicyRuntime.prepare/install, off
-   the inference thread) while an inference thread runs the actor at 50 Hz. Reported: trainer
+   the inference thread, pausing during inferences through FrameWindows) while an inference
+   thread runs the actor at 50 Hz. Reported: trainer
    publish decision (the message stamp, before encoding) -> received -> applied, p50/p99/max, and
    inference latency with and without swaps in flight. Target: applied < 200 ms after publish;
    inference never blocked > 1 ms by a swap.
@@ -213,6 +214,7 @@ def swap_subscriber(seconds: float) -> None:
 
     from av_td3_ros.nodes.policy_node import GIL_SWITCH_INTERVAL
     from av_td3_ros.ros.conversions import policy_weights_from_message
+    from av_td3_ros.ros.frame_windows import FrameWindows
     from av_td3_ros.ros.qos import WEIGHTS_QOS
     from av_td3_ros.ros.runtime import PolicyRuntime
 
@@ -220,6 +222,7 @@ def swap_subscriber(seconds: float) -> None:
     rclpy.init()
     node = rclpy.create_node("swap_bench_policy")
     runtime = PolicyRuntime(torch_threads=1)
+    windows = FrameWindows()  # as the node: the update pauses while an inference runs
     swaps: list[dict] = []
     swapping = threading.Event()
     frames = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
@@ -231,8 +234,8 @@ def swap_subscriber(seconds: float) -> None:
         stamp = msg.stamp.sec + msg.stamp.nanosec * 1e-9
         try:
             decoded = policy_weights_from_message(msg, runtime.reference_state_dict,
-                                                  runtime.max_weights_bytes)
-            policy = runtime.prepare(decoded, "topic")
+                                                  runtime.max_weights_bytes, windows.pause)
+            policy = runtime.prepare(decoded, "topic", windows.pause)
             prepared = time.time()
             runtime.install(policy)
             applied = time.time()
@@ -258,7 +261,8 @@ def swap_subscriber(seconds: float) -> None:
         busy = swapping.is_set()
         t0 = time.perf_counter()
         if runtime.policy is not None:  # nothing to run before the first weights
-            runtime.act(frames, kin)
+            with windows.frame():
+                runtime.act(frames, kin)
         dt = 1000 * (time.perf_counter() - t0)
         if runtime.policy is not None:
             (infer_swap if busy or swapping.is_set() else infer_quiet).append(dt)

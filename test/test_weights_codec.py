@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import math
 import pickle
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from av_td3_ros.learning import (
     TD3Learner,
     WeightsRejected,
     architecture_fingerprint,
+    count_non_finite,
     decode_policy_weights,
     encode_policy_weights,
 )
@@ -107,6 +109,40 @@ def test_non_finite_values_are_refused(reference, exported, bad):
     poisoned["encoder.fc.weight"][3, 7] = bad
     message = reason(encode_policy_weights(poisoned), reference)
     assert "non-finite values: encoder.fc.weight has 1 NaN/inf" in message
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_fast_finite_check_finds_one_bad_value_anywhere(dtype):
+    # aminmax must propagate NaN from every position (vectorized loops have heads and tails).
+    for size in (1, 7, 67, 1024 + 3):
+        for position in range(size):
+            for bad in (math.nan, math.inf, -math.inf):
+                t = torch.zeros(size, dtype=dtype)
+                t[position] = bad
+                assert count_non_finite(t) == 1, (dtype, size, position, bad)
+    big = torch.randn(512, 3136).to(dtype)  # the FC weight's shape
+    assert count_non_finite(big) == 0
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 512, (50,), generator=generator)
+    cols = torch.randint(0, 3136, (50,), generator=generator)
+    for i, (row, col) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        poisoned = big.clone()
+        poisoned[row, col] = (math.nan, math.inf, -math.inf)[i % 3]
+        assert count_non_finite(poisoned) == 1
+    assert count_non_finite(torch.arange(10)) == 0  # integers are always finite
+    assert count_non_finite(torch.empty(0)) == 0
+
+
+def test_decoding_with_a_pause_hook_calls_it_between_steps_and_decodes_the_same(reference, exported):
+    payload = encode_policy_weights(exported)
+    calls = []
+    fingerprint = architecture_fingerprint(reference)
+    paused = decode_policy_weights(
+        memoryview(payload), sha(payload), fingerprint, reference, 32 << 20, lambda: calls.append(1)
+    )
+    assert len(calls) >= 3
+    plain = decode(payload, reference)
+    assert all(torch.equal(paused[k], plain[k]) for k in plain)
 
 
 def test_sha256_mismatch_and_oversize_and_garbage_are_refused(reference, exported):

@@ -24,6 +24,7 @@ _EXPORTS = {
     "CheckpointError": "checkpoint",
     "encode_policy_weights": "weights",
     "decode_policy_weights": "weights",
+    "count_non_finite": "weights",
     "architecture_fingerprint": "weights",
     "WeightsRejected": "weights",
     "MetricsWriter": "metrics",

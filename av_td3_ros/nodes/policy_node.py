@@ -8,7 +8,8 @@ perception (av_td3_ros.ros.policy_perception). Parameters: av_td3_ros.ros.parame
 Threads: one MultiThreadedExecutor with two callback groups. Everything that touches the
 control state (inputs, watchdog, diagnostics, reset responses, lifecycle transitions) runs in
 the node's default mutually exclusive group; weights updates are decoded, validated and built in
-their own group, off the inference thread, and swapped in by one reference assignment.
+their own group, off the inference thread, in short steps that wait for the gaps between camera
+frames (FrameWindows), and swapped in by one reference assignment.
 
 Outputs: one CarlaEgoVehicleControl per NEW camera frame (header stamp = the frame's stamp);
 while camera or odometry are stale the wall-clock watchdog publishes full brakes at
@@ -53,6 +54,7 @@ from av_td3_ros.ros.conversions import (
     stamp_to_ns,
     transition_to_message,
 )
+from av_td3_ros.ros.frame_windows import FrameWindows
 from av_td3_ros.ros.log import Throttle, forward_python_logging
 from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
 from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, InvalidParameter, declare_parameters
@@ -106,6 +108,7 @@ class PolicyNode(LifecycleNode):
         self._throttle = Throttle(2.0)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # watchdog runs on wall time
         self._weights_group = MutuallyExclusiveCallbackGroup()
+        self.windows = FrameWindows()  # weights updates decode between frames, not during one
         self._active = False
         self._unanswered = None  # stamp of the camera frame being answered, until its control is out
         self._entities: list = []
@@ -285,10 +288,13 @@ class PolicyNode(LifecycleNode):
     def _answer(self, msg: Image, start: float | None = None) -> None:
         """The one control of an admitted frame (unless a failure already braked for it)."""
         self._held = None
-        stamp = msg.header.stamp
-        if self._unanswered is not stamp:
+        if self._unanswered is not msg.header.stamp:
             return
-        start = time.perf_counter() if start is None else start
+        with self.windows.frame():  # a weights update in the other thread pauses meanwhile
+            self._answer_now(msg, time.perf_counter() if start is None else start)
+
+    def _answer_now(self, msg: Image, start: float) -> None:
+        stamp = msg.header.stamp
         inputs = self._frame_inputs(msg, time.monotonic())
         if isinstance(inputs, str):
             self.counters["braked_frames"] += 1
@@ -396,9 +402,9 @@ class PolicyNode(LifecycleNode):
             return
         try:
             decoded = policy_weights_from_message(
-                msg, runtime.reference_state_dict, runtime.max_weights_bytes
+                msg, runtime.reference_state_dict, runtime.max_weights_bytes, self.windows.pause
             )
-            policy = runtime.prepare(decoded, source)
+            policy = runtime.prepare(decoded, source, self.windows.pause)
             runtime.install(policy)  # one reference swap: the next inference uses it
         except WeightsRejected as exc:
             self._reject(source, str(exc))

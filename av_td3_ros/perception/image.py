@@ -38,7 +38,8 @@ def to_gray84(image: np.ndarray, encoding: str) -> np.ndarray:
     """(H, W[, C]) uint8 image in `encoding` -> (84, 84) uint8 grayscale.
 
     cvtColor to gray, then resize with INTER_AREA, which averages every source pixel a target
-    pixel covers (no aliasing when shrinking 800x600 to 84x84, unlike INTER_LINEAR/NEAREST).
+    pixel covers (no aliasing when shrinking 800x600 to 84x84, unlike INTER_LINEAR/NEAREST);
+    a large frame is box-halved first (see _halve_to_near).
     Raises UnsupportedEncoding for an unknown encoding, InvalidImage for a malformed array.
     """
     try:
@@ -61,7 +62,24 @@ def to_gray84(image: np.ndarray, encoding: str) -> np.ndarray:
     gray = image if conversion is None else cv2.cvtColor(image, conversion)
     if gray.shape == (FRAME_SIZE, FRAME_SIZE):
         return np.array(gray, dtype=np.uint8, copy=True)  # never hand out a view of the caller's buffer
-    return cv2.resize(gray, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(_halve_to_near(gray), (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _halve_to_near(gray: np.ndarray) -> np.ndarray:
+    """Exact 2x2 box averages while the image stays >= 2x the target, for a non-integer factor.
+
+    cv2's INTER_AREA takes a slow general path for a non-integer factor: 0.93 ms for 800x600 ->
+    84x84 measured here, a third of the policy's whole 3 ms budget. Halving first (its integer
+    fast path, 0.02 ms) and then one INTER_AREA pass takes 0.23 ms and stays within 1 gray level
+    of the exact area average (test_perception.py). An integer factor is left alone: it is exact
+    and fast already."""
+    height, width = gray.shape
+    if height % FRAME_SIZE == 0 and width % FRAME_SIZE == 0:
+        return gray
+    while height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4 * FRAME_SIZE:
+        height, width = height // 2, width // 2
+        gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
+    return gray
 
 
 class FrameStack:

@@ -312,11 +312,12 @@ def policy_weights_to_message(
 
 
 def policy_weights_from_message(
-    msg, reference_state_dict: Mapping[str, Any], max_bytes: int
+    msg, reference_state_dict: Mapping[str, Any], max_bytes: int, pause=lambda: None
 ) -> DecodedWeights:
     """av_td3_msgs/PolicyWeights -> DecodedWeights, validated by the core's codec against the
     reference state dict (sha256, fingerprint, names/shapes/dtypes, finite, size). Raises
-    av_td3_ros.learning.weights.WeightsRejected (with the reason) for anything invalid."""
+    av_td3_ros.learning.weights.WeightsRejected (with the reason) for anything invalid.
+    `pause` runs between the expensive steps (see decode_policy_weights)."""
     from av_td3_ros.learning.weights import WeightsRejected, decode_policy_weights
 
     if msg.format != "safetensors":
@@ -324,9 +325,10 @@ def policy_weights_from_message(
     limit = float(msg.action_limit)
     if not (math.isfinite(limit) and 0.0 <= limit <= 1.0):
         raise WeightsRejected(f"action_limit {limit!r} is not in [0, 1]")
-    payload = msg.payload.tobytes() if hasattr(msg.payload, "tobytes") else bytes(msg.payload)
+    # A view, not a copy: the codec checks the size before it copies anything.
+    payload = memoryview(msg.payload) if not isinstance(msg.payload, bytes) else msg.payload
     state_dict = decode_policy_weights(
-        payload, msg.sha256, msg.architecture, dict(reference_state_dict), max_bytes
+        payload, msg.sha256, msg.architecture, dict(reference_state_dict), max_bytes, pause
     )
     return DecodedWeights(
         state_dict=state_dict,
@@ -335,7 +337,7 @@ def policy_weights_from_message(
         architecture=msg.architecture,
         sha256=msg.sha256,
         action_limit=limit,
-        payload_bytes=len(payload),
+        payload_bytes=payload.nbytes if isinstance(payload, memoryview) else len(payload),
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from av_td3_ros.learning.weights import WeightsRejected  # re-exported for the node
+from av_td3_ros.learning.weights import WeightsRejected, count_non_finite  # WeightsRejected: re-exported
 from av_td3_ros.model import ACTION_DIM, FRAME_SIZE, KINEMATICS_DIM, PolicyNetwork
 
 __all__ = ["LoadedPolicy", "PolicyRuntime", "WeightsRejected", "load_weights_file", "safetensors_metadata"]
@@ -96,8 +96,9 @@ class PolicyRuntime:
         return _forward(policy.module, frames, kinematics), policy.version
 
     # --- weights ------------------------------------------------------------------------------
-    def prepare(self, weights, source: str) -> LoadedPolicy:
-        """DecodedWeights -> LoadedPolicy (not yet installed). Raises WeightsRejected."""
+    def prepare(self, weights, source: str, pause=lambda: None) -> LoadedPolicy:
+        """DecodedWeights -> LoadedPolicy (not yet installed). Raises WeightsRejected.
+        `pause` runs between the steps (a policy node passes FrameWindows.pause)."""
         if weights.version <= self.version:
             raise WeightsRejected(
                 f"version {weights.version} is not newer than the running version {self.version}"
@@ -106,19 +107,23 @@ class PolicyRuntime:
         if not (math.isfinite(limit) and 0.0 <= limit <= 1.0):
             raise WeightsRejected(f"action_limit {limit!r} is not in [0, 1]")
         for name, tensor in weights.state_dict.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if count_non_finite(tensor):
                 raise WeightsRejected(f"tensor {name} has non-finite values")
+        pause()
         # Built on the meta device and given the decoded tensors (no random init, no copy: ~3 ms
         # instead of ~13 ms of CPU taken from the inference thread's core).
         with torch.device("meta"):
             module = PolicyNetwork(norm=self.norm)
+        pause()
         try:
             module.load_state_dict(weights.state_dict, strict=True, assign=True)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise WeightsRejected(f"state dict does not fit the actor: {exc}") from None
+        pause()
         module.to(memory_format=torch.channels_last)  # the conv weights' layout NatureCNN uses
         module.eval()
         module.requires_grad_(False)
+        pause()
         # A trial run: weights that produce NaN/inf actions from a plain input are refused here,
         # not discovered while driving.
         probe = _forward(
