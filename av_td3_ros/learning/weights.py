@@ -79,8 +79,9 @@ def decode_policy_weights(
     """
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise WeightsRejected(f"payload must be bytes, got {type(payload).__name__}")
-    if len(payload) > max_bytes:  # before the copy below: an oversized payload is never copied
-        raise WeightsRejected(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
+    size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+    if size > max_bytes:  # before the copy below: an oversized payload is never copied
+        raise WeightsRejected(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
     payload = bytes(payload)
     pause()
     actual_sha = hashlib.sha256(payload).hexdigest()
