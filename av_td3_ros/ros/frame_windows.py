@@ -37,7 +37,6 @@ class FrameWindows:
         self._last_start: float | None = None
         self._last_end: float | None = None
         self._period: float | None = None  # the time between the last two frame starts
-        self.waited_s = 0.0  # total time pause() has waited: for benchmarks and tests
 
     @contextmanager
     def frame(self):
@@ -59,15 +58,10 @@ class FrameWindows:
 
     def pause(self) -> None:
         """Called by the background between two steps: returns when a step may run."""
-        start = self._clock()
         with self._changed:
-            if self._busy:
-                done = self._frames_done
+            if self._busy or not self._in_free_window(self._clock()):
+                done = self._frames_done  # wait for the end of this frame or of the next one
                 self._changed.wait_for(lambda: self._frames_done != done, self.max_wait)
-            elif not self._in_free_window(start):
-                done = self._frames_done
-                self._changed.wait_for(lambda: self._frames_done != done, self.max_wait)
-        self.waited_s += self._clock() - start
 
     def _in_free_window(self, now: float) -> bool:
         if self._last_end is None or self._period is None:
