@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -35,15 +34,14 @@ import threading
 import time
 from pathlib import Path
 
+from av_td3_ros.ros.environment import caller_ros_environment
+
 T0 = 1_000_000_000_000  # frame stamps: sim time 1000 s + i / rate
 ROLE = "soak"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="av_td3_bench_roslog-"))
+    env = caller_ros_environment(1, 100)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from av_td3_ros.ros.environment import caller_ros_environment
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_shm.xml"
 ROUTE = [(float(x), 0.0) for x in range(200)]
@@ -35,10 +37,7 @@ POSE = dict(x=5.0, y=0.4, yaw=0.05, speed=5.0)
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="av_td3_bench_roslog-"))
+    env = caller_ros_environment(1, 100)
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     env["PYTHONUNBUFFERED"] = "1"

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,14 @@ import threading
 import time
 from pathlib import Path
 
+from av_td3_ros.ros.environment import caller_ros_environment
+
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHER = REPO / "test" / "programs" / "transition_publisher.py"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
-    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="av_td3_bench_roslog-"))
+    env = caller_ros_environment(101, 200)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 
-__all__ = ["claim_domain_id", "ros_environment"]
+__all__ = ["caller_ros_environment", "claim_domain_id", "ros_environment"]
 
 
 def claim_domain_id(low: int = 1, high: int = 100) -> tuple[int, object]:
@@ -42,3 +42,12 @@ def ros_environment(domain_id: int, log_dir: str, base: dict[str, str] | None = 
     env.pop("ROS_LOCALHOST_ONLY", None)
     env.setdefault("SDL_VIDEODRIVER", "offscreen")
     return env
+
+
+def caller_ros_environment(low: int, high: int, log_prefix: str = "av_td3_bench_roslog-") -> dict[str, str]:
+    """ros_environment for a benchmark: the caller's ROS_DOMAIN_ID and ROS_LOG_DIR when set (a user
+    who pins a domain, e.g. under the test suite's lock file), else a random id in low..high and
+    a fresh log directory."""
+    domain_id = os.environ.get("ROS_DOMAIN_ID") or str(random.randint(low, high))
+    log_dir = os.environ.get("ROS_LOG_DIR") or tempfile.mkdtemp(prefix=log_prefix)
+    return ros_environment(int(domain_id), log_dir)
