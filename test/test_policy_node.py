@@ -155,7 +155,10 @@ class FakeBridge:
                     )
 
     def _on_reset(self, request, response):
+        """Answers at once; the new route follows a tick later, as CARLA's episode manager and
+        waypoint publisher do it."""
         self.reset_calls += 1
+        threading.Timer(0.05, self.publish_route).start()
         response.success, response.message = True, "reset"
         return response
 

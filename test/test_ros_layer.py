@@ -13,14 +13,11 @@ from conftest import PROGRAMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from av_td3_ros.driving.command import BRAKE, ControlCommand, action_to_control, clamp_control
 from av_td3_ros.ros.conversions import (
-    BRAKE,
     SUPPORTED_ENCODINGS,
-    ControlCommand,
     ConversionError,
-    action_to_control,
     array_to_image,
-    clamp_control,
     control_to_message,
     image_to_array,
     image_to_gray,
@@ -171,7 +168,6 @@ def test_reward_parameters_are_exactly_the_perception_reward_config():
     from dataclasses import fields
 
     from av_td3_ros.perception.reward import RewardConfig
-    from av_td3_ros.ros.policy_perception import reward_config_from_params
 
     in_code = {
         s.name.removeprefix("reward."): s.default
@@ -180,7 +176,7 @@ def test_reward_parameters_are_exactly_the_perception_reward_config():
     }
     reference = RewardConfig()
     assert in_code == {f.name: getattr(reference, f.name) for f in fields(RewardConfig)}
-    assert reward_config_from_params(defaults(POLICY_NODE_PARAMETERS).reward) == reference
+    assert RewardConfig.from_namespace(defaults(POLICY_NODE_PARAMETERS).reward) == reference
 
 
 def test_policy_yaml_loads_through_rcl_as_the_node_parameters(tmp_path):
@@ -608,78 +604,3 @@ def test_weights_file_is_validated_and_a_pickle_is_refused_unread(policy_state_d
     wrong.write_bytes(encode_policy_weights({"encoder.x": torch.zeros(3)}))
     with pytest.raises(WeightsRejected, match="wrong architecture"):
         load_weights_file(wrong, runtime)
-
-
-class _Stack:
-    def __init__(self):
-        from av_td3_ros.perception.image import FrameStack
-
-        self.inner = FrameStack(4)
-
-    def reset(self, frame):
-        return self.inner.reset(frame)
-
-    def push(self, frame):
-        return self.inner.push(frame)
-
-
-def _loop(mode, runtime, limiter=None):
-    from av_td3_ros.ros.control_loop import ControlLoop
-
-    return ControlLoop(mode=mode, runtime=runtime, stack=_Stack(), actor_id="car", limiter=limiter,
-                       exploration_noise=0.1, seed=0)
-
-
-def test_control_loop_train_mode_emits_start_then_steps_and_brakes_through_resets(policy_state_dict):
-    from av_td3_ros.learning.action_limiter import ActionLimiter
-    from av_td3_ros.ros.control_loop import EpisodeOutcome
-    from av_td3_ros.ros.runtime import PolicyRuntime
-
-    runtime = PolicyRuntime()
-    limiter = ActionLimiter(limit=0.6)
-    loop = _loop("train", runtime, limiter)
-    frame, kin = np.full((84, 84), 7, np.uint8), np.arange(23, dtype=np.float32)
-    out = loop.on_frame(frame, kin, judge=None)
-    assert [t.kind for t in out.transitions] == [0] and out.transitions[0].seq == 0
-    assert np.abs(out.action).max() <= 0.6 + 1e-6 and out.policy_version == 0  # random, limited
-    first_action = out.action
-    out = loop.on_frame(frame, kin, judge=lambda a: EpisodeOutcome(0.5))
-    (step,) = out.transitions
-    assert (step.kind, step.seq, step.step, step.reward) == (1, 1, 1, 0.5)
-    np.testing.assert_array_equal(step.action, first_action)  # the action that led here
-    # The first weights bring the trainer's limit (0 = none) and the version.
-    runtime.install(runtime.prepare(_decoded(policy_state_dict, 4, 0.0), "t"))
-    out = loop.on_frame(frame, kin, judge=lambda a: EpisodeOutcome(0.25))
-    assert out.policy_version == 4 and not limiter.active
-    out = loop.on_frame(frame, kin, judge=lambda a: EpisodeOutcome(-10, terminated=True, reason="collision"))
-    assert out.command.brake == 1.0 and out.request_reset and out.episode_end == "collision"
-    assert out.transitions[0].terminated and out.transitions[0].policy_version == 4
-    assert loop.on_frame(frame, kin).brake_reason == "waiting for the episode reset"
-    assert loop.on_frame(frame, kin).transitions == []
-    loop.reset_done()
-    out = loop.on_frame(frame, kin)
-    (start,) = out.transitions
-    assert (start.kind, start.episode, start.step, start.seq) == (0, 2, 0, 4)
-
-
-def test_control_loop_deploy_mode_brakes_without_weights_and_is_deterministic(policy_state_dict):
-    from av_td3_ros.ros.runtime import PolicyRuntime
-
-    runtime = PolicyRuntime()
-    loop = _loop("deploy", runtime)
-    frame, kin = np.full((84, 84), 7, np.uint8), np.zeros(23, np.float32)
-    out = loop.on_frame(frame, kin)
-    assert out.command == BRAKE and "without valid weights" in out.brake_reason and not out.transitions
-    runtime.install(runtime.prepare(_decoded(policy_state_dict, 1, 0.3), "t"))
-    a = loop.on_frame(frame, kin).action
-    b = loop.on_frame(frame, kin).action
-    np.testing.assert_array_equal(a, b)  # no noise
-    expected, _ = runtime.act(np.stack([frame] * 4), kin)
-    np.testing.assert_allclose(a, np.clip(expected, -1, 1))  # no limiter in deploy
-
-
-def test_stamp_gate_answers_each_stamp_once():
-    from av_td3_ros.ros.control_loop import StampGate
-
-    gate = StampGate(memory=3)
-    assert [gate.admit(s) for s in (1, 2, 2, 3, 1, 4)] == [True, True, False, True, False, True]

@@ -20,14 +20,28 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from av_td3_ros.driving.core import DrivingCore
 from av_td3_ros.perception.reward import RewardConfig
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import image_to_array, odometry_to_state, path_to_route, stamp_to_ns
 from av_td3_ros.ros.parameters import yaml_parameters
-from av_td3_ros.ros.policy_perception import PolicyPerception
 from av_td3_ros.ros.sim_parameters import SIM_NODE_PARAMETERS
 
 CONFIG = TEST_DIR.parent / "config" / "sim.yaml"
+
+
+class _ConstantDriver:
+    """A policy for the DrivingCore that always drives straight on at half throttle."""
+
+    version = 0
+    action_limit = 0.0
+
+    @property
+    def policy(self):
+        return self
+
+    def act(self, frames, kinematics, policy=None):
+        return np.array([0.0, 0.5], np.float32), 0
 
 
 def test_sim_yaml_documents_exactly_the_declared_parameters_with_their_defaults():
@@ -133,10 +147,11 @@ def test_sim_node_publishes_the_bridge_contract_in_lock_step_and_resets_on_reque
     assert route_msg.header.frame_id == "map"
     route = path_to_route(route_msg)
     assert route.shape == (750, 2) and np.all(np.linalg.norm(np.diff(route, axis=0), axis=1) > 1.0)
-    perception = PolicyPerception(RewardConfig())
-    perception.set_route(route)
-    assert perception.frame84(image_to_array(image), image.encoding).shape == (84, 84)
-    assert perception.kinematics(state).shape == (23,)
+    core = DrivingCore(mode="evaluate", policy=_ConstantDriver(), reward=RewardConfig())
+    core.set_route(route)
+    (start,) = core.on_frame(stamp_to_ns(image.header.stamp), image_to_array(image), image.encoding,
+                             state).transitions
+    assert (start.frame_height, start.frame_width) == (84, 84) and start.kinematics.shape == (23,)
 
     # One world frame = one stamp on clock, status, odometry and image; stamps strictly increase.
     image_stamps = [stamp_to_ns(m.header.stamp) for _, m in images]

@@ -1,9 +1,10 @@
-"""Evaluate a driver in the embedded simulator, the way the policy node sees the world (no ROS).
+"""Evaluate a driver in the embedded simulator through the policy node's own per-frame object.
 
-The same pieces as a policy node in train mode: the camera frame through `PolicyPerception`
-(84x84 gray, 4-stack), the 23 kinematics from the pose and the route, the reward and the episode
-ends of `EpisodeTracker` (collision, off route, stuck, route finished, step limit). Only the
-transport is missing, which is why a learned policy and a random one are measured identically.
+Each frame goes through `DrivingCore` in `evaluate` mode: the same 84x84 gray 4-stack, the same
+23 kinematics, reward and episode ends (collision, off route, stuck, route finished, step limit)
+and the same action -> command as a policy node, with the deterministic driver instead of the
+exploring one. Only the transport is missing, which is why a learned policy and a random one
+are measured identically, and why the evaluation cannot drift from what the node does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from av_td3_ros.driving.core import DrivingCore
+from av_td3_ros.driving.state import VehicleState
 from av_td3_ros.perception.reward import RewardConfig
-from av_td3_ros.ros.conversions import VehicleState, action_to_control
-from av_td3_ros.ros.policy_perception import PolicyPerception
 from av_td3_ros.sim.simulator import EmbeddedSimulator, SimConfig, SimState
 
 __all__ = ["Driver", "EpisodeStats", "Evaluation", "evaluate", "random_driver", "vehicle_state"]
@@ -93,6 +94,25 @@ class Evaluation:
         }
 
 
+class DriverPolicy:
+    """A Driver as the DrivingCore's policy (what PolicyRuntime is to the node)."""
+
+    version = 0
+
+    def __init__(self, driver: Driver):
+        self.driver = driver
+        self.policy = self  # always "loaded"
+        self.action_limit = 0.0
+
+    def act(self, frames: np.ndarray, kinematics: np.ndarray, policy=None) -> tuple[np.ndarray, int]:
+        return np.asarray(self.driver(frames, kinematics), np.float32), 0
+
+
+def stamp_ns(state: SimState) -> int:
+    """The stamp sim_node gives this state's frame (its simulation time)."""
+    return int(round(state.sim_time * 1e9))
+
+
 def evaluate(
     driver: Driver,
     name: str,
@@ -104,42 +124,43 @@ def evaluate(
     route_length_m: float = 1500.0,
     route_spacing_m: float = 2.0,
     on_frame: Callable[[SimState], None] | None = None,
+    on_decision: Callable[[SimState, object], None] | None = None,
 ) -> Evaluation:
     """Run `episodes` episodes; episode i starts from `sim.reset(seed + i)`, so two drivers
-    evaluated with one seed face the same starts."""
+    evaluated with one seed face the same starts. `on_decision(state, FrameDecision)` sees every
+    decision the core makes (commands, ends), e.g. to compare it with a policy node's."""
     result = Evaluation(name)
-    perception = PolicyPerception(reward, train=True)
-    stack = perception.new_stack()
+    core = DrivingCore(mode="evaluate", policy=DriverPolicy(driver), reward=reward)
     with EmbeddedSimulator(sim_config or SimConfig()) as sim:
         for i in range(episodes):
             state = sim.reset(seed=seed + i)
-            perception.set_route(sim.route(route_length_m, route_spacing_m))
-            perception.start_episode()
-            frames = stack.reset(perception.frame84(state.image, "bgra8"))
-            kinematics = perception.kinematics(vehicle_state(state))
-            ret, speeds, collisions, invasions, end = 0.0, [], 0, 0, "max_steps"
-            steps = 0
+            core.set_route(sim.route(route_length_m, route_spacing_m))
+            core.reset_done()
+            ret, speeds, collisions, invasions, end, steps = 0.0, [], 0, 0, "max_steps", 0
             while True:
                 if on_frame is not None:
                     on_frame(state)
-                action = np.clip(np.asarray(driver(frames, kinematics), np.float32), -1.0, 1.0)
-                result.actions.append(action)
-                command = action_to_control(action)
+                stamp = stamp_ns(state)
+                for kind in ("collision", "lane_invasion"):
+                    for _ in range(int(getattr(state, kind))):
+                        core.add_event(kind, stamp)
+                vs = vehicle_state(state)
+                decision = core.on_frame(stamp, state.image, "bgra8", vs)
+                if on_decision is not None:
+                    on_decision(state, decision)
+                if steps > 0:  # the first frame is the episode's START: no step led to it
+                    ret += decision.reward or 0.0
+                    speeds.append(vs.forward_speed)
+                    collisions += int(state.collision)
+                    invasions += int(state.lane_invasion)
+                if decision.episode_end:
+                    end = decision.episode_end
+                    break
+                if decision.action is not None:  # None: a brake (a non-finite actor output)
+                    result.actions.append(decision.action)
+                command = decision.command
                 state = sim.step(command.throttle, command.steer, command.brake)
                 steps += 1
-                frames = stack.push(perception.frame84(state.image, "bgra8"))
-                vs = vehicle_state(state)
-                kinematics = perception.kinematics(vs)
-                events = {"collision": int(state.collision), "lane_invasion": int(state.lane_invasion)}
-                outcome = perception.judge(vs, events, action)
-                ret += outcome.reward
-                speeds.append(vs.forward_speed)
-                collisions += int(state.collision)
-                invasions += int(state.lane_invasion)
-                if outcome.terminated or outcome.truncated:
-                    end = outcome.reason or end
-                    break
-            result.episodes.append(
-                EpisodeStats(steps, ret, collisions, invasions, float(np.mean(speeds)), end)
-            )
+            mean_speed = float(np.mean(speeds)) if speeds else 0.0
+            result.episodes.append(EpisodeStats(steps, ret, collisions, invasions, mean_speed, end))
     return result

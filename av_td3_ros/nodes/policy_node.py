@@ -1,9 +1,10 @@
 """policy_node: drives one car from its camera with the TD3 actor (a lifecycle node).
 
-Thin shell: messages -> numpy (av_td3_ros.ros.conversions), per-frame decisions
-(av_td3_ros.ros.control_loop.ControlLoop), weights (av_td3_ros.ros.runtime.PolicyRuntime),
-perception (av_td3_ros.ros.policy_perception). Parameters: av_td3_ros.ros.parameters
-.POLICY_NODE_PARAMETERS, documented in config/policy.yaml.
+Thin shell: messages -> numpy (av_td3_ros.ros.conversions), one frame -> one command and the
+episode (av_td3_ros.driving.DrivingCore, the object the evaluation drives too), weights
+(PolicyRuntime), the command out through the output adapter chosen by `output`
+(av_td3_ros.ros.outputs). Parameters: av_td3_ros.ros.parameters.POLICY_NODE_PARAMETERS,
+documented in config/policy.yaml.
 
 Threads: one MultiThreadedExecutor with two callback groups. Everything that touches the
 control state (inputs, watchdog, diagnostics, reset responses, lifecycle transitions) runs in
@@ -11,7 +12,7 @@ the node's default mutually exclusive group; weights updates are decoded, valida
 their own group, off the inference thread, in short steps that wait for the gaps between camera
 frames (FrameWindows), and swapped in by one reference assignment.
 
-Outputs: one CarlaEgoVehicleControl per NEW camera frame (header stamp = the frame's stamp);
+Outputs: one command per NEW camera frame (stamped with the frame's stamp);
 while camera or odometry are stale the wall-clock watchdog publishes full brakes at
 control_rate (header stamp = now). rqt: Float32 under ~/ (steer, throttle, brake, reward,
 episode_return, inference_latency_ms, policy_version) and /diagnostics.
@@ -26,10 +27,9 @@ import time
 import traceback
 
 import cv2
-import numpy as np
 import rclpy
 from av_td3_msgs.msg import PolicyWeights, Transition
-from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLaneInvasionEvent
+from carla_msgs.msg import CarlaCollisionEvent, CarlaLaneInvasionEvent
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -41,12 +41,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 from std_srvs.srv import Trigger
 
+from av_td3_ros.driving.command import BRAKE, ControlCommand
+from av_td3_ros.driving.core import STAMP_TOLERANCE_NS
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import (
-    BRAKE,
-    ControlCommand,
     ConversionError,
-    control_to_message,
     image_to_array,
     odometry_to_state,
     path_to_route,
@@ -57,11 +56,15 @@ from av_td3_ros.ros.conversions import (
 from av_td3_ros.ros.frame_windows import FrameWindows
 from av_td3_ros.ros.log import Throttle, forward_python_logging
 from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
-from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, InvalidParameter, declare_parameters
+from av_td3_ros.ros.outputs import OUTPUTS
+from av_td3_ros.ros.parameters import (
+    POLICY_NODE_PARAMETERS,
+    InvalidParameter,
+    declare_parameters,
+    with_choices,
+)
 from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinning
 
-# The largest |kinematics| value acted on: the trainer's bound (IngestConfig.max_abs_kinematics).
-MAX_ABS_KINEMATICS = 1.0e4
 # The GIL handoff interval: a weights update decoding in the other executor thread holds the GIL
 # for at most this long before the inference thread gets it (CPython's default is 5 ms).
 GIL_SWITCH_INTERVAL = 0.001
@@ -100,9 +103,12 @@ def guarded(name: str, brake: bool = True):
 
 
 class PolicyNode(LifecycleNode):
-    def __init__(self, node_name: str = "policy_node", **kwargs):
+    def __init__(self, node_name: str = "policy_node", *, outputs=None, **kwargs):
+        """outputs: output adapters by name (default ros.outputs.OUTPUTS); `output` picks one."""
         super().__init__(node_name, **kwargs)
-        self.p = declare_parameters(self, POLICY_NODE_PARAMETERS)  # raises InvalidParameter
+        self.outputs = dict(OUTPUTS if outputs is None else outputs)
+        specs = with_choices(POLICY_NODE_PARAMETERS, "output", tuple(self.outputs))
+        self.p = declare_parameters(self, specs)  # raises InvalidParameter
         self.actor_id = self.p.actor_id or self.get_fully_qualified_name()
         self._log_handler = forward_python_logging(self.get_logger())
         self._throttle = Throttle(2.0)
@@ -112,8 +118,9 @@ class PolicyNode(LifecycleNode):
         self._active = False
         self._unanswered = None  # stamp of the camera frame being answered, until its control is out
         self._entities: list = []
+        self.output = None
         self.runtime = None
-        self.loop = None
+        self.core = None
 
     # --- topic names ------------------------------------------------------------------------
     def _topic(self, name: str) -> str:
@@ -131,29 +138,30 @@ class PolicyNode(LifecycleNode):
         p = self.p
         self.get_logger().info(
             f"configured: mode {p.mode}, actor {self.actor_id}, camera {self._topic('camera_topic')}, "
-            f"control {self._topic('control_topic')}, policy version {self.runtime.version}"
+            f"output {p.output}, policy version {self.runtime.version}"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def _build(self) -> None:
+        from av_td3_ros.driving.core import DrivingCore
+        from av_td3_ros.driving.stamp_gate import StampGate
         from av_td3_ros.learning.action_limiter import ActionLimiter
-        from av_td3_ros.ros.control_loop import ControlLoop, StampGate
-        from av_td3_ros.ros.policy_perception import PolicyPerception
+        from av_td3_ros.perception.reward import RewardConfig
         from av_td3_ros.ros.runtime import PolicyRuntime
 
         p = self.p
         cv2.setNumThreads(p.torch_threads)  # like torch: extra threads only add jitter next to other jobs
         self.runtime = PolicyRuntime(p.encoder_norm, p.torch_threads, p.max_weights_bytes)
-        self.perception = PolicyPerception.from_params(p)
         self.limiter = None
         if p.mode == "train":  # until the first weights bring the trainer's limit
             self.limiter = ActionLimiter(limit=p.initial_action_limit or 0.6)
             if p.initial_action_limit == 0.0:
                 self.limiter.follow(0.0)
-        seed = None if p.seed < 0 else p.seed
-        self.loop = ControlLoop(mode=p.mode, runtime=self.runtime, stack=self.perception.new_stack(),
-                                actor_id=self.actor_id, limiter=self.limiter,
-                                exploration_noise=p.exploration_noise, seed=seed)
+        self.core = DrivingCore(
+            mode=p.mode, policy=self.runtime, reward=RewardConfig.from_namespace(p.reward),
+            actor_id=self.actor_id, limiter=self.limiter, exploration_noise=p.exploration_noise,
+            seed=None if p.seed < 0 else p.seed, search_ahead=p.kinematics.search_ahead,
+            finish_distance=p.kinematics.finish_distance)
         self.gate = StampGate()
         self.watchdog = Watchdog(p.sensor_timeout, ("camera", "odometry"))
         self.rates = {name: RateMeter() for name in ("camera", "odometry", "control")}
@@ -162,19 +170,20 @@ class PolicyNode(LifecycleNode):
         self.state_stamp_ns = -1  # header stamp of self.state
         self._held = None  # (Image, wall deadline): a frame waiting for the odometry of its stamp
         self.route_error = NO_ROUTE_YET
-        self.events = {"collision": 0, "lane_invasion": 0}  # since the last frame
         self.stale: dict = {}
         self.counters = dict.fromkeys(("frames", "repeated_stamps", "bad_frames", "braked_frames",
                                        "weights_accepted", "weights_rejected", "transitions",
-                                       "frames_held"), 0)
+                                       "frames_held", "route_waits_expired"), 0)
         self.last_rejection = ""
         self.reset_deadline = None
         self.reset_future = None  # the pending reset request; handled by _poll_reset()
+        self.route_deadline = None  # while the core waits for the route after a reset
+        self.settle_deadline = None  # while the core holds a step for its tick's late events
         self.warned_no_reset = False
         if p.weights_file:
             self._load_weights_file(p.weights_file)
         elif p.mode == "deploy" and not p.weights_topic:
-            self.loop.no_weights_reason = "neither weights_file nor weights_topic is set"
+            self.core.no_weights_reason = "neither weights_file nor weights_topic is set"
         self._create_entities()
 
     def _load_weights_file(self, path: str) -> None:
@@ -195,9 +204,8 @@ class PolicyNode(LifecycleNode):
         def subscribe(msg_type, topic_param, callback, profile, **kwargs):
             add(self.create_subscription(msg_type, self._topic(topic_param), callback, profile, **kwargs))
 
-        self.control_pub = self.create_lifecycle_publisher(
-            CarlaEgoVehicleControl, self._topic("control_topic"), qos.CONTROL_QOS)
-        add(self.control_pub)
+        self.output = self.outputs[p.output](self, self._topic)
+        self._entities.extend(self.output.entities)
         self.scalar_pubs = {n: self.create_publisher(Float32, f"~/{n}", qos.SCALAR_QOS) for n in SCALARS}
         self._entities.extend(self.scalar_pubs.values())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS_QOS)
@@ -234,6 +242,7 @@ class PolicyNode(LifecycleNode):
             if destroy is not None:
                 destroy(entity)
         self._entities.clear()
+        self.output = None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
@@ -249,7 +258,7 @@ class PolicyNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_entities()
-        self.runtime = self.loop = None
+        self.runtime = self.core = None
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -276,10 +285,12 @@ class PolicyNode(LifecycleNode):
         if self._held is not None:  # a newer frame: the held one is answered now, never skipped
             self._answer(self._held[0])
         self._unanswered = msg.header.stamp
-        # The bridge stamps a tick's odometry and image alike, but the camera callback can run
-        # first: answering at once would pair this frame with the previous tick's pose. Hold it
-        # until its odometry arrives (_on_odometry) or odometry_sync_timeout passes (_on_watchdog).
-        if self.p.odometry_sync_timeout > 0 and self.state_stamp_ns < stamp_to_ns(msg.header.stamp):
+        # The bridge publishes a tick's camera frame before its odometry: answering at once would
+        # pair this frame with the previous tick's pose. Hold it until its odometry arrives
+        # (_on_odometry) or odometry_sync_timeout passes (_on_watchdog). "Its" odometry: a stamp
+        # within STAMP_TOLERANCE_NS, since the bridge derives both stamps from float seconds.
+        if (self.p.odometry_sync_timeout > 0
+                and self.state_stamp_ns + STAMP_TOLERANCE_NS < stamp_to_ns(msg.header.stamp)):
             self._held = (msg, now + self.p.odometry_sync_timeout)
             self.counters["frames_held"] += 1
             return
@@ -295,69 +306,70 @@ class PolicyNode(LifecycleNode):
 
     def _answer_now(self, msg: Image, start: float) -> None:
         stamp = msg.header.stamp
-        inputs = self._frame_inputs(msg, time.monotonic())
-        if isinstance(inputs, str):
-            self.counters["braked_frames"] += 1
-            self._publish_control(BRAKE, stamp)
-            # Before the first odometry or route the brake is start-up, not a fault: WARN. An
-            # invalid input (or one gone stale) stays an ERROR.
-            starting = NO_ODOMETRY_YET in inputs or NO_ROUTE_YET in inputs
-            (self._warn if starting else self._error)(f"frame:{inputs[:12]}", f"{inputs}: braking")
+        reason = self._missing_input(time.monotonic())
+        if reason is None:
+            try:
+                image = image_to_array(msg)
+            except ConversionError as exc:
+                reason = f"bad camera frame: {exc}"
+        if reason is not None:
+            self._brake_frame(stamp, reason)
             return
-        out = self.loop.on_frame(*inputs)
-        self._publish_control(out.command, stamp)
-        self._report(out, stamp)
+        decision = self.core.on_frame(stamp_to_ns(stamp), image, msg.encoding, self.state)
+        if decision.brake_reason.startswith("bad camera frame"):
+            self.counters["bad_frames"] += 1
+        self._publish_control(decision.command, stamp)
+        self._report(decision, stamp)
+        self.settle_deadline = time.monotonic() + self.p.event_grace if self.core.holding else None
         self.compute_ms.add((time.perf_counter() - start) * 1e3)
 
-    def _frame_inputs(self, msg: Image, now: float):
-        """(frame84, kinematics, judge) for ControlLoop.on_frame, or the reason to brake (str)."""
-        try:
-            frame = self.perception.frame84(image_to_array(msg), msg.encoding)
-        except ValueError as exc:  # ConversionError, UnsupportedEncoding, InvalidImage
-            self.counters["bad_frames"] += 1
-            return f"bad camera frame: {exc}"
+    def _missing_input(self, now: float) -> str | None:
+        """Why this frame cannot be driven on (no fresh odometry, no route), or None."""
         age = self.watchdog.age("odometry", now)
         if self.state is None or age is None or age > self.p.sensor_timeout:
             return f"no valid odometry: {self.state_error if self.state is None else f'{age:.2f} s old'}"
-        if self.perception.route is None:
+        if self.core.route is None:
             return f"no valid route: {self.route_error}"
-        state = self.state
-        if self.loop.phase == "start":
-            self.perception.start_episode()
-        try:
-            kinematics = self.perception.kinematics(state)
-        except ValueError as exc:
-            return f"cannot compute kinematics: {exc}"
-        # Finite odometry and route can still give non-finite kinematics (a pose beyond float32's
-        # range) or absurd ones (a speed of 1e6 m/s, a route 100 km away): found by fuzzing
-        # (test_hardening.py). Beyond the trainer's bound the transition would be dropped, and
-        # the actor must not act on inputs that far out of its training distribution either.
-        if not (np.isfinite(kinematics).all() and np.abs(kinematics).max() <= MAX_ABS_KINEMATICS):
-            return f"kinematics out of range (|value| > {MAX_ABS_KINEMATICS:g} or not finite): " + (
-                f"speed {kinematics[0]:.6g} m/s, next waypoint {kinematics[1]:.6g} m away")
-        events, self.events = self.events, {"collision": 0, "lane_invasion": 0}
-        return frame, kinematics, functools.partial(self.perception.judge, state, events)
+        return None
 
-    def _report(self, out, stamp) -> None:
-        """Transitions, episode/reset bookkeeping and the rqt scalars of one answered frame."""
-        if out.brake_reason:
+    def _brake_frame(self, stamp, reason: str) -> None:
+        self.counters["braked_frames"] += 1
+        if reason.startswith("bad camera frame"):
+            self.counters["bad_frames"] += 1
+        self._publish_control(BRAKE, stamp)
+        # Before the first odometry or route the brake is start-up, not a fault: WARN. An
+        # invalid input (or one gone stale) stays an ERROR.
+        starting = NO_ODOMETRY_YET in reason or NO_ROUTE_YET in reason
+        (self._warn if starting else self._error)(f"frame:{reason[:12]}", f"{reason}: braking")
+
+    def _report(self, decision, stamp) -> None:
+        """Transitions, episode/reset bookkeeping and the rqt scalars of one answered frame
+        (stamp None: of a held step released between frames)."""
+        if decision.brake_reason and stamp is not None:
             self.counters["braked_frames"] += 1
-            self._warn(f"brake:{out.brake_reason[:20]}", f"braking: {out.brake_reason}")
-        if self.transition_pub is not None:
-            for record in out.transitions:
-                self.transition_pub.publish(transition_to_message(record, stamp))
-                self.counters["transitions"] += 1
-        if out.episode_end:
-            self.get_logger().info(f"episode {self.loop.episode} ended after {self.loop.step} steps "
-                                   f"({out.episode_end}), return {out.episode_return:.2f}")
-        if out.request_reset:
+            self._warn(f"brake:{decision.brake_reason[:20]}", f"braking: {decision.brake_reason}")
+        self._publish_transitions(decision.transitions, stamp)
+        if decision.episode_end:
+            self.get_logger().info(f"episode {self.core.episode} ended after {decision.ended_steps} steps "
+                                   f"({decision.episode_end}), return {decision.episode_return:.2f}")
+        if decision.request_reset:
             self._request_reset()
-        self._scalar("reward", out.reward)
-        self._scalar("episode_return", out.episode_return)
+        if stamp is None:  # a settle between frames: no frame, no scalars
+            return
+        self._scalar("reward", decision.reward)
+        self._scalar("episode_return", decision.episode_return)
         self._scalar("policy_version", float(self.runtime.version))
-        if out.inference_ms is not None:
-            self.inference_ms.add(out.inference_ms)
-            self._scalar("inference_latency_ms", out.inference_ms)
+        if decision.inference_ms is not None:
+            self.inference_ms.add(decision.inference_ms)
+            self._scalar("inference_latency_ms", decision.inference_ms)
+
+    def _publish_transitions(self, records, stamp=None) -> None:
+        if self.transition_pub is None:
+            return
+        for record in records:
+            self.transition_pub.publish(transition_to_message(
+                record, stamp if stamp is not None else self.get_clock().now().to_msg()))
+            self.counters["transitions"] += 1
 
     @guarded("odometry")
     def _on_odometry(self, msg: Odometry) -> None:
@@ -372,25 +384,25 @@ class PolicyNode(LifecycleNode):
         self.watchdog.feed("odometry", now)
         self.state_stamp_ns = stamp_to_ns(msg.header.stamp)
         held = self._held
-        if held is not None and self.state_stamp_ns >= stamp_to_ns(held[0].header.stamp):
+        if held is not None and self.state_stamp_ns + STAMP_TOLERANCE_NS >= stamp_to_ns(held[0].header.stamp):
             self._answer(held[0])
 
     @guarded("route")
     def _on_route(self, msg: Path) -> None:
         try:
             route = path_to_route(msg)
-            self.perception.set_route(route)
+            self._publish_transitions(self.core.set_route(route))
         except ValueError as exc:  # ConversionError, InvalidInput
-            self.perception.set_route(None)
+            self._publish_transitions(self.core.set_route(None))
             self.route_error = str(exc)
             self._error("route", f"invalid route (braking until a valid one): {exc}")
             return
-        self.loop.restart_episode()
+        self.route_deadline = None
         self.get_logger().info(f"route with {len(route)} points received")
 
     @guarded("event")
     def _on_event(self, kind: str, msg) -> None:
-        self.events[kind] += 1
+        self.core.add_event(kind, stamp_to_ns(msg.header.stamp))
 
     @guarded("weights", brake=False)
     def _on_weights(self, msg: PolicyWeights) -> None:
@@ -429,7 +441,17 @@ class PolicyNode(LifecycleNode):
                 f"no answer from {self._topic('reset_service')} within "
                 f"{self.p.reset_timeout} s: starting a new episode anyway",
             )
-            self.loop.reset_done()
+            self._reset_finished(now)
+        if self.settle_deadline is not None and now >= self.settle_deadline:
+            self.settle_deadline = None
+            self._settle()
+        if self.route_deadline is not None and now > self.route_deadline:
+            self.route_deadline = None
+            if self.core.phase == "route":
+                self.counters["route_waits_expired"] += 1
+                self._warn("route", f"no new route within route_timeout {self.p.route_timeout} s after "
+                                    "the reset: starting the episode on the current route")
+                self.core.route_wait_over()
         stale = self.watchdog.stale(now)
         if not self._active:
             self.stale = stale
@@ -446,7 +468,8 @@ class PolicyNode(LifecycleNode):
                 f"{k} {'never received' if a is None else f'{a:.2f} s old'}" for k, a in stale.items()
             )
             self._warn("stale", f"watchdog: {ages} (sensor_timeout {self.p.sensor_timeout} s): full brake")
-            self.loop.restart_episode()  # a gap in the inputs breaks the frame stack and the episode
+            # A gap in the inputs breaks the frame stack and the episode.
+            self._publish_transitions(self.core.restart_episode())
         elif self.stale:
             self.get_logger().info("watchdog: camera and odometry fresh again: resuming")
         self.stale = stale
@@ -459,11 +482,13 @@ class PolicyNode(LifecycleNode):
         if self.stale:
             problems.append("stale: " + ", ".join(self.stale))
         if self.p.mode == "deploy" and self.runtime.policy is None:
-            problems.append(f"no valid weights ({self.loop.no_weights_reason})")
+            problems.append(f"no valid weights ({self.core.no_weights_reason})")
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) or ("active" if self._active else "inactive")
+        core = self.core
         values = {
             "mode": self.p.mode,
+            "output": self.p.output,
             "active": self._active,
             "policy_version": self.runtime.version,
             "limiter_active": bool(self.limiter is not None and self.limiter.active),
@@ -473,10 +498,12 @@ class PolicyNode(LifecycleNode):
             "control_rate_hz": self.rates["control"].rate(now),
             "camera_age_s": self.watchdog.age("camera", now),
             "odometry_age_s": self.watchdog.age("odometry", now),
-            "route_points": len(self.perception.route) if self.perception.route is not None else 0,
-            "episode": self.loop.episode,
-            "step": self.loop.step,
-            "episode_return": self.loop.episode_return,
+            "route_points": len(core.route) if core.route is not None else 0,
+            "episode": core.episode,
+            "episode_phase": core.phase,
+            "step": core.step,
+            "episode_return": core.episode_return,
+            "late_events": core.late_events,
             "compute_ms_p50": self.compute_ms.percentile(50),
             "compute_ms_p99": self.compute_ms.percentile(99),
             "inference_ms_p99": self.inference_ms.percentile(99),
@@ -492,16 +519,14 @@ class PolicyNode(LifecycleNode):
     def _publish_control(self, command: ControlCommand, stamp) -> None:
         if stamp is not None and stamp is self._unanswered:
             self._unanswered = None  # this frame has its one control
-        if not self._active or getattr(self, "control_pub", None) is None:
+        if not self._active or self.output is None:
             return
-        msg = control_to_message(
-            command, stamp if stamp is not None else self.get_clock().now().to_msg(), self.p.role_name
-        )
-        self.control_pub.publish(msg)
+        self.output.publish(command, stamp if stamp is not None else self.get_clock().now().to_msg(),
+                            getattr(self, "state", None))
         self.rates["control"].tick(time.monotonic())
-        self._scalar("steer", msg.steer)
-        self._scalar("throttle", msg.throttle)
-        self._scalar("brake", msg.brake)
+        self._scalar("steer", command.steer)
+        self._scalar("throttle", command.throttle)
+        self._scalar("brake", command.brake)
 
     def _scalar(self, name: str, value) -> None:
         if value is not None and math.isfinite(value):
@@ -512,8 +537,8 @@ class PolicyNode(LifecycleNode):
         self.last_rejection = f"{source}: {reason}"
         version = self.runtime.version if self.runtime is not None else 0
         self.get_logger().error(f"rejected weights from {source}: {reason}; keeping policy version {version}")
-        if self.loop is not None and self.runtime is not None and self.runtime.policy is None:
-            self.loop.no_weights_reason = f"weights from {source} rejected: {reason}"
+        if self.core is not None and self.runtime is not None and self.runtime.policy is None:
+            self.core.no_weights_reason = f"weights from {source} rejected: {reason}"
 
     def _request_reset(self) -> None:
         client = self.reset_client
@@ -524,7 +549,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(
                     f"no reset service {name}: continuing with a new episode without a reset (warned once)"
                 )
-            self.loop.reset_done()
+            self.core.reset_done(expect_route=False)  # nobody moves the car: no new route comes
             return
         self.reset_deadline = time.monotonic() + self.p.reset_timeout
         self.reset_future = client.call_async(Trigger.Request())
@@ -550,8 +575,21 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001
             self._warn("reset", f"reset request failed: {exc!r}")
         self.reset_deadline = None
-        if self.loop is not None:
-            self.loop.reset_done()
+        self._reset_finished(time.monotonic())
+
+    def _settle(self) -> None:
+        """Publish the held step: its tick's events had event_grace to arrive. A late collision
+        ends the episode there; the next frame then brakes and asks for the reset."""
+        self._report(self.core.settle(), None)
+
+    def _reset_finished(self, now: float) -> None:
+        """The next episode starts on the route planned after the reset (the real waypoint
+        publisher sends it a tick or more after the episode manager's answer)."""
+        if self.core is None:
+            return
+        self.core.reset_done()
+        if self.core.phase == "route":
+            self.route_deadline = now + self.p.route_timeout
 
     def _error(self, key: str, text: str) -> None:
         if self._throttle.ready(key, time.monotonic()):

@@ -87,6 +87,11 @@ class RewardConfig:
     # Step limit per episode (1000 steps = 50 s at 20 Hz).
     max_episode_steps: int = 1000
 
+    @classmethod
+    def from_namespace(cls, ns) -> RewardConfig:
+        """From an object with one attribute per field (the `reward.*` node parameters)."""
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
+
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
@@ -198,6 +203,7 @@ class EpisodeTracker:
         self.slow_steps = 0  # consecutive steps below stuck_speed
         self.episode_return = 0.0
         self.reason: EndReason | None = None
+        self._last: dict | None = None  # the last step's inputs and result, for amend()
 
     @property
     def ended(self) -> bool:
@@ -229,6 +235,30 @@ class EpisodeTracker:
         else:
             reason = None
         self.reason = reason
+        self._last = dict(speed=speed, lateral_offset=lateral_offset, heading_error=heading_error,
+                          collision=bool(collision), lane_invasions=lane_invasions, off_route=off_route,
+                          reward=terms.total)
+        return self._result(terms, reason)
+
+    def amend(self, *, collision: bool = False, lane_invasions: int = 0) -> StepResult | None:
+        """Add events that belong to the LAST step but arrived after it was judged (the real
+        bridge publishes a tick's collision after its camera frame). Returns the revised result,
+        or None when nothing changes. A collision ends the episode there (collision wins over
+        every other reason, as in step())."""
+        last = self._last
+        if last is None or not (collision or lane_invasions):
+            return None
+        last["collision"] = last["collision"] or bool(collision)
+        last["lane_invasions"] = last["lane_invasions"] + _count("lane_invasions", lane_invasions)
+        terms = self.reward_function(**{k: last[k] for k in ("speed", "lateral_offset", "heading_error",
+                                                              "collision", "lane_invasions", "off_route")})
+        self.episode_return += terms.total - last["reward"]
+        last["reward"] = terms.total
+        if last["collision"]:
+            self.reason = EndReason.COLLISION
+        return self._result(terms, self.reason)
+
+    def _result(self, terms: RewardTerms, reason: EndReason | None) -> StepResult:
         terminated = reason in TERMINATING_REASONS
         return StepResult(
             reward=terms.total, terms=terms, terminated=terminated,

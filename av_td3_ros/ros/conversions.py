@@ -17,16 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from av_td3_ros.driving.command import ControlCommand, clamp_control
+from av_td3_ros.driving.state import VehicleState
+
 __all__ = [
-    "BRAKE",
     "ConversionError",
-    "ControlCommand",
     "DecodedWeights",
     "SUPPORTED_ENCODINGS",
-    "VehicleState",
-    "action_to_control",
     "array_to_image",
-    "clamp_control",
     "control_to_message",
     "image_to_array",
     "image_to_gray",
@@ -152,19 +150,6 @@ def stamp_to_ns(stamp) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VehicleState:
-    """The ego vehicle from nav_msgs/Odometry: position (m, map frame), yaw (rad, CCW from x),
-    speed = |twist.linear| (m/s, >= 0) and forward_speed = twist.linear.x (vehicle frame)."""
-
-    x: float
-    y: float
-    yaw: float
-    speed: float
-    forward_speed: float
-    frame_id: str
-
-
 def odometry_to_state(msg) -> VehicleState:
     p = msg.pose.pose.position
     q = msg.pose.pose.orientation
@@ -208,42 +193,6 @@ def path_to_route(msg, min_points: int = 2) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Control
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ControlCommand:
-    """What goes to CARLA: steer in [-1, 1] (CARLA: > 0 turns right), throttle and brake in
-    [0, 1]. Build with `clamp_control` / `action_to_control`, which guarantee the ranges."""
-
-    steer: float
-    throttle: float
-    brake: float
-
-
-BRAKE = ControlCommand(steer=0.0, throttle=0.0, brake=1.0)
-
-
-def _clip(value: float, low: float, high: float) -> float:
-    return min(max(float(value), low), high)
-
-
-def clamp_control(steer: float, throttle: float, brake: float) -> ControlCommand:
-    """Clamp every field to its range; any non-finite input gives a full brake."""
-    try:
-        values = (float(steer), float(throttle), float(brake))
-    except (TypeError, ValueError):
-        return BRAKE
-    if not all(math.isfinite(v) for v in values):
-        return BRAKE
-    return ControlCommand(_clip(values[0], -1.0, 1.0), _clip(values[1], 0.0, 1.0), _clip(values[2], 0.0, 1.0))
-
-
-def action_to_control(action) -> ControlCommand:
-    """(steer, throttle_brake) -> steer, throttle = max(a1, 0), brake = max(-a1, 0), clamped."""
-    a = np.asarray(action, dtype=np.float64).reshape(-1)
-    if a.shape != (2,):
-        return BRAKE
-    return clamp_control(a[0], max(a[1], 0.0), max(-a[1], 0.0))
 
 
 def control_to_message(command: ControlCommand, stamp=None, frame_id: str = ""):

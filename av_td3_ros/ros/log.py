@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import logging
 
+from rclpy.logging import LoggingSeverity
+
 __all__ = ["Throttle", "forward_python_logging"]
+
+
+def severity(levelno: int) -> LoggingSeverity:
+    """Python logging level -> rclpy severity (rcutils' levels are Python's: DEBUG 10 .. FATAL 50)."""
+    return LoggingSeverity(min(max(levelno // 10 * 10, LoggingSeverity.DEBUG), LoggingSeverity.FATAL))
 
 
 class _RosHandler(logging.Handler):
@@ -15,12 +22,15 @@ class _RosHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = f"[{record.name}] {record.getMessage()}"
-            if record.levelno >= logging.ERROR:
+            text, level = f"[{record.name}] {record.getMessage()}", severity(record.levelno)
+            # One call line per severity: rclpy caches the severity of each call site.
+            if level >= LoggingSeverity.FATAL:
+                self._ros_logger.fatal(text)
+            elif level >= LoggingSeverity.ERROR:
                 self._ros_logger.error(text)
-            elif record.levelno >= logging.WARNING:
+            elif level >= LoggingSeverity.WARN:
                 self._ros_logger.warning(text)
-            elif record.levelno >= logging.INFO:
+            elif level >= LoggingSeverity.INFO:
                 self._ros_logger.info(text)
             else:
                 self._ros_logger.debug(text)

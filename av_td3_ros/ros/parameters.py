@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +33,7 @@ __all__ = [
     "defaults",
     "nest",
     "validate_value",
+    "with_choices",
     "yaml_parameters",
 ]
 
@@ -196,6 +197,12 @@ def _descriptor(spec: ParameterSpec, *, final: bool):
     return descriptor
 
 
+def with_choices(specs: Sequence[ParameterSpec], name: str, choices: tuple[Any, ...]) -> list[ParameterSpec]:
+    """`specs` with the choices of parameter `name` replaced (e.g. the output adapters a node
+    was built with)."""
+    return [replace(spec, choices=tuple(choices)) if spec.name == name else spec for spec in specs]
+
+
 def declare_parameters(node, specs: Sequence[ParameterSpec]) -> SimpleNamespace:
     """Declare every spec on `node` (once), validate the values it was started with, and return
     them as a namespace (dotted names nest). Raises InvalidParameter naming the first bad key.
@@ -288,6 +295,13 @@ POLICY_NODE_PARAMETERS: list[ParameterSpec] = [
         "lane_invasion_topic", "/carla/{role_name}/lane_invasion", f"CarlaLaneInvasionEvent {_TOPIC}"
     ),
     ParameterSpec(
+        "output",
+        "carla",
+        "output adapter the commands go out through (av_td3_ros.ros.outputs): carla = "
+        "CarlaEgoVehicleControl on control_topic",
+        choices=("carla",),
+    ),
+    ParameterSpec(
         "control_topic", "/carla/{role_name}/vehicle_control_cmd", f"CarlaEgoVehicleControl {_TOPIC}"
     ),
     ParameterSpec("transitions_topic", "/av_td3/transitions", "Transition topic (train mode)"),
@@ -346,6 +360,14 @@ POLICY_NODE_PARAMETERS: list[ParameterSpec] = [
         max=1.0,
     ),
     ParameterSpec(
+        "event_grace",
+        0.1,
+        "seconds (wall) a step's transition waits for its tick's collision / lane invasion, which "
+        "the bridge publishes after the camera frame (the next frame releases it sooner)",
+        min=0.0,
+        max=5.0,
+    ),
+    ParameterSpec(
         "control_rate",
         20.0,
         "Hz of the watchdog's brake commands while inputs are stale",
@@ -357,6 +379,14 @@ POLICY_NODE_PARAMETERS: list[ParameterSpec] = [
         10.0,
         "seconds to wait for the reset service before starting a new episode anyway",
         min=0.1,
+        max=600.0,
+    ),
+    ParameterSpec(
+        "route_timeout",
+        5.0,
+        "seconds after the reset answer to wait for the new episode's route (CARLA's waypoint "
+        "publisher plans it a tick or more later) before starting on the current route",
+        min=0.0,
         max=600.0,
     ),
     ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=60.0),
