@@ -543,3 +543,56 @@ def test_lifecycle_without_autostart_then_configure_activate_deactivate(spawn, m
     with bridge.lock:
         assert len(bridge.controls) == before + 1  # and nothing after it
     assert state() == "inactive" and node.poll() is None
+
+
+def test_a_new_output_adapter_is_one_class_and_every_command_goes_through_it(make_bridge, rclpy_context):
+    """The output seam: the node is given one extra adapter class, selected by `output`; frames,
+    brakes and the deactivation brake all leave through it (and nothing on the carla topic)."""
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from av_td3_ros.nodes.policy_node import PolicyNode
+    from av_td3_ros.ros.outputs import OUTPUTS, OutputAdapter
+
+    class RecordingOutput(OutputAdapter):
+        name = "recording"
+
+        def __init__(self, node, topic):
+            super().__init__(node, topic)
+            self.sent = []
+
+        def publish(self, command, stamp, state):
+            self.sent.append((stamp.sec * 1_000_000_000 + stamp.nanosec, command, state))
+
+    bridge = make_bridge("car_out")
+    bridge.publish_route()
+    overrides = [Parameter("role_name", value="car_out"), Parameter("output", value="recording"),
+                 Parameter("mode", value="deploy"), Parameter("weights_topic", value=""),
+                 Parameter("sensor_timeout", value=5.0)]
+    node = PolicyNode("policy_car_out", outputs={**OUTPUTS, "recording": RecordingOutput},
+                      context=rclpy_context, parameter_overrides=overrides)
+    executor = MultiThreadedExecutor(num_threads=2, context=rclpy_context)
+    executor.add_node(node)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        output = node.output
+        assert isinstance(output, RecordingOutput)
+        _wait(lambda: node.core.route is not None and node.state is not None, 10, "route and odometry")
+        stamps = [T0 + i * DT for i in range(3)]
+        for s in stamps:
+            bridge.frame(s)
+            _wait(lambda s=s: any(sent[0] == s for sent in output.sent), 10, f"the command for {s}")
+        for s in stamps:  # deploy mode without weights: one brake per frame, through the adapter
+            (command,) = [c for stamp, c, _ in output.sent if stamp == s]
+            assert command.brake == 1.0
+        assert all(state is not None for _, _, state in output.sent)
+        before = len(output.sent)
+        node.trigger_deactivate()
+        assert len(output.sent) == before + 1 and output.sent[-1][1].brake == 1.0
+        assert bridge.controls == []  # the carla topic saw nothing
+    finally:
+        executor.shutdown()
+        node.destroy_node()
