@@ -102,8 +102,8 @@ def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) 
     from PIL import Image
 
     from av_td3_ros.demo.evaluation import evaluate
+    from av_td3_ros.driving.runtime import PolicyRuntime, WeightsRejected, load_weights_file
     from av_td3_ros.perception.reward import RewardConfig
-    from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
 
     runtime = PolicyRuntime()
     try:

@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from av_td3_ros.ros.environment import caller_ros_environment
+from av_td3_ros.demo.environment import caller_ros_environment
 
 T0 = 1_000_000_000_000  # frame stamps: sim time 1000 s + i / rate
 ROLE = "soak"

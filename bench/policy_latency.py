@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from av_td3_ros.ros.environment import caller_ros_environment
+from av_td3_ros.demo.environment import caller_ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_shm.xml"
@@ -110,11 +110,11 @@ def bench_compute(frames: int, weights: str) -> None:
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image
 
+    from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
     from av_td3_ros.nodes.policy_node import PolicyNode
     from av_td3_ros.perception.image import to_gray84
     from av_td3_ros.perception.kinematics import KinematicsEncoder, Route
     from av_td3_ros.ros.conversions import image_to_array
-    from av_td3_ros.ros.runtime import PolicyRuntime, load_weights_file
 
     image, frame, path, odom = _messages()
     # A received message (array-backed data), as the callback gets it.
@@ -231,7 +231,7 @@ def _bench_swap(weights: str, swaps: int, gated: bool):
                                       "-p", "sensor_timeout:=60.0"])
     node = PolicyNode("bench_policy_swap", context=context)
     if not gated:
-        from av_td3_ros.ros.frame_windows import FrameWindows
+        from av_td3_ros.driving.frame_windows import FrameWindows
 
         node.windows = FrameWindows(max_wait=0.0)
     node.trigger_configure()

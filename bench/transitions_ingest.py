@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from av_td3_ros.ros.environment import caller_ros_environment
+from av_td3_ros.demo.environment import caller_ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHER = REPO / "test" / "programs" / "transition_publisher.py"
@@ -210,11 +210,11 @@ def swap_subscriber(seconds: float) -> None:
     from av_td3_msgs.msg import PolicyWeights
     from rclpy.executors import SingleThreadedExecutor
 
+    from av_td3_ros.driving.frame_windows import FrameWindows
+    from av_td3_ros.driving.runtime import PolicyRuntime
     from av_td3_ros.nodes.policy_node import GIL_SWITCH_INTERVAL
     from av_td3_ros.ros.conversions import policy_weights_from_message
-    from av_td3_ros.ros.frame_windows import FrameWindows
     from av_td3_ros.ros.qos import WEIGHTS_QOS
-    from av_td3_ros.ros.runtime import PolicyRuntime
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as policy_node's main() does
     rclpy.init()

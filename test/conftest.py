@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from av_td3_ros.ros.environment import claim_domain_id, ros_environment
+from av_td3_ros.demo.environment import claim_domain_id, ros_environment
 
 TEST_DIR = Path(__file__).resolve().parent
 PROGRAMS = TEST_DIR / "programs"

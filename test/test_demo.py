@@ -13,8 +13,8 @@ import pytest
 
 from av_td3_ros.demo.evaluation import EpisodeStats, Evaluation, evaluate, random_driver
 from av_td3_ros.demo.report import L2_TAGS, stability_checks
+from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
 from av_td3_ros.perception.reward import RewardConfig
-from av_td3_ros.ros.runtime import PolicyRuntime, load_weights_file
 
 
 def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the_car(ros_env, tmp_path):

@@ -39,7 +39,7 @@ def decoded(state_dict, version, action_limit=0.0):
 
 
 def train_core(runtime=None, limiter=None, **kwargs) -> DrivingCore:
-    from av_td3_ros.ros.runtime import PolicyRuntime
+    from av_td3_ros.driving.runtime import PolicyRuntime
 
     core = DrivingCore(mode="train", policy=runtime or PolicyRuntime(), limiter=limiter, seed=0,
                        reward=RewardConfig(), **kwargs)
@@ -52,8 +52,8 @@ def frame(core, i, state=None):
 
 
 def test_train_mode_emits_start_then_steps_and_brakes_through_resets(policy_state_dict):
+    from av_td3_ros.driving.runtime import PolicyRuntime
     from av_td3_ros.learning.action_limiter import ActionLimiter
-    from av_td3_ros.ros.runtime import PolicyRuntime
 
     runtime = PolicyRuntime()
     limiter = ActionLimiter(limit=0.6)
@@ -165,7 +165,7 @@ def test_kinematic_ends_brake_on_the_frame_itself():
 
 
 def test_deploy_mode_brakes_without_weights_and_is_deterministic(policy_state_dict):
-    from av_td3_ros.ros.runtime import PolicyRuntime
+    from av_td3_ros.driving.runtime import PolicyRuntime
 
     runtime = PolicyRuntime()
     core = DrivingCore(mode="deploy", policy=runtime)

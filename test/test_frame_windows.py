@@ -4,7 +4,7 @@ during one, and an update is never held up when no frames flow."""
 import threading
 import time
 
-from av_td3_ros.ros.frame_windows import FrameWindows
+from av_td3_ros.driving.frame_windows import FrameWindows
 
 
 def _frame_in_thread(windows: FrameWindows, seconds: float) -> threading.Thread:

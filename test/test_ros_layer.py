@@ -548,8 +548,8 @@ def _decoded(state_dict, version, action_limit=0.0):
 def test_runtime_validates_versions_and_swaps_policies(policy_state_dict):
     import torch
 
+    from av_td3_ros.driving.runtime import PolicyRuntime
     from av_td3_ros.learning.weights import WeightsRejected
-    from av_td3_ros.ros.runtime import PolicyRuntime
 
     runtime = PolicyRuntime()
     frames, kin = np.full((4, 84, 84), 90, np.uint8), np.zeros(23, np.float32)
@@ -583,8 +583,8 @@ def test_runtime_validates_versions_and_swaps_policies(policy_state_dict):
 def test_weights_file_is_validated_and_a_pickle_is_refused_unread(policy_state_dict, tmp_path):
     import torch
 
+    from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
     from av_td3_ros.learning.weights import WeightsRejected, encode_policy_weights
-    from av_td3_ros.ros.runtime import PolicyRuntime, load_weights_file
 
     runtime = PolicyRuntime()
     good = tmp_path / "policy.safetensors"

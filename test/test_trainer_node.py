@@ -212,8 +212,8 @@ def test_an_invalid_parameter_stops_the_trainer_with_a_message_naming_the_key(sp
 
 def test_two_actor_processes_2000_transitions_zero_loss_and_newer_weights_published(
         spawn, observer, tmp_path):
+    from av_td3_ros.driving.runtime import PolicyRuntime
     from av_td3_ros.ros.conversions import policy_weights_from_message
-    from av_td3_ros.ros.runtime import PolicyRuntime
 
     trainer = spawn(trainer_args(tmp_path))
     observer.wait_for(lambda: observer.status, 60, "the trainer's first TrainingStatus", [trainer])

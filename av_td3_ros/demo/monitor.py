@@ -18,9 +18,9 @@ from av_td3_msgs.msg import PolicyWeights, TrainingStatus, Transition
 from rclpy.node import Node
 
 from av_td3_ros.atomic_file import write_atomic
+from av_td3_ros.driving.runtime import WeightsRejected
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import policy_weights_from_message
-from av_td3_ros.ros.runtime import WeightsRejected
 
 __all__ = ["DemoMonitor", "EpisodeRecord", "StatusSample"]
 

@@ -167,7 +167,7 @@ def _print(text: str = "") -> None:
 
 
 def run_demo(opts: DemoOptions) -> int:
-    from av_td3_ros.ros.environment import claim_domain_id, ros_environment
+    from av_td3_ros.demo.environment import claim_domain_id, ros_environment
 
     run_dir = Path(opts.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
     from rclpy.executors import SingleThreadedExecutor
 
     from av_td3_ros.demo.monitor import DemoMonitor
-    from av_td3_ros.ros.runtime import PolicyRuntime
+    from av_td3_ros.driving.runtime import PolicyRuntime
 
     rclpy.init()
     reference = PolicyRuntime(norm=encoder_norm(opts)).reference_state_dict
@@ -316,8 +316,8 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
         read_scalars,
         stability_checks,
     )
+    from av_td3_ros.driving.runtime import PolicyRuntime, WeightsRejected, load_weights_file
     from av_td3_ros.perception.reward import RewardConfig
-    from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
 
     with open(run_dir / "episodes.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -43,6 +43,8 @@ from std_srvs.srv import Trigger
 
 from av_td3_ros.driving.command import BRAKE, ControlCommand
 from av_td3_ros.driving.core import STAMP_TOLERANCE_NS
+from av_td3_ros.driving.frame_windows import FrameWindows
+from av_td3_ros.driving.monitoring import LatencyStats, RateMeter, Watchdog
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import (
     ConversionError,
@@ -53,9 +55,7 @@ from av_td3_ros.ros.conversions import (
     stamp_to_ns,
     transition_to_message,
 )
-from av_td3_ros.ros.frame_windows import FrameWindows
 from av_td3_ros.ros.log import Throttle, forward_python_logging
-from av_td3_ros.ros.monitoring import LatencyStats, RateMeter, Watchdog
 from av_td3_ros.ros.outputs import OUTPUTS
 from av_td3_ros.ros.parameters import (
     POLICY_NODE_PARAMETERS,
@@ -144,10 +144,10 @@ class PolicyNode(LifecycleNode):
 
     def _build(self) -> None:
         from av_td3_ros.driving.core import DrivingCore
+        from av_td3_ros.driving.runtime import PolicyRuntime
         from av_td3_ros.driving.stamp_gate import StampGate
         from av_td3_ros.learning.action_limiter import ActionLimiter
         from av_td3_ros.perception.reward import RewardConfig
-        from av_td3_ros.ros.runtime import PolicyRuntime
 
         p = self.p
         cv2.setNumThreads(p.torch_threads)  # like torch: extra threads only add jitter next to other jobs
@@ -187,7 +187,7 @@ class PolicyNode(LifecycleNode):
         self._create_entities()
 
     def _load_weights_file(self, path: str) -> None:
-        from av_td3_ros.ros.runtime import WeightsRejected, load_weights_file
+        from av_td3_ros.driving.runtime import WeightsRejected, load_weights_file
 
         try:
             policy = self.runtime.prepare(load_weights_file(path, self.runtime), f"file {path}")
@@ -406,7 +406,7 @@ class PolicyNode(LifecycleNode):
 
     @guarded("weights", brake=False)
     def _on_weights(self, msg: PolicyWeights) -> None:
-        from av_td3_ros.ros.runtime import WeightsRejected
+        from av_td3_ros.driving.runtime import WeightsRejected
 
         source = f"topic {self._topic('weights_topic')} version {msg.version}"
         runtime = self.runtime
