@@ -4,12 +4,10 @@ reward and the episode end. No rclpy; fed with numpy and conversions.VehicleStat
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 
 from av_td3_ros.perception.image import FrameStack, to_gray84
-from av_td3_ros.perception.kinematics import KinematicsEncoder, Route
+from av_td3_ros.perception.kinematics import KinematicsConfig, KinematicsEncoder, Route
 from av_td3_ros.perception.reward import EpisodeTracker, RewardConfig
 from av_td3_ros.ros.control_loop import EpisodeOutcome
 
@@ -17,8 +15,8 @@ __all__ = ["PolicyPerception", "reward_config_from_params"]
 
 
 def reward_config_from_params(reward_ns) -> RewardConfig:
-    """The `reward.*` parameters (a namespace) -> RewardConfig (every field must be there)."""
-    return RewardConfig(**{f.name: getattr(reward_ns, f.name) for f in fields(RewardConfig)})
+    """The `reward.*` parameters (a namespace) -> RewardConfig."""
+    return RewardConfig.from_namespace(reward_ns)
 
 
 class PolicyPerception:
@@ -27,15 +25,12 @@ class PolicyPerception:
         reward_config: RewardConfig,
         *,
         train: bool = True,
-        search_ahead: float = 30.0,
-        finish_distance: float = 2.0,
+        kinematics: KinematicsConfig | None = None,
         stack_size: int = 4,
     ):
         self.train = train
         self.stack_size = stack_size
-        self.encoder = KinematicsEncoder(
-            num_waypoints=10, search_ahead=search_ahead, finish_distance=finish_distance
-        )
+        self.encoder = KinematicsEncoder(kinematics)
         self.tracker = EpisodeTracker(reward_config)
         self.route: Route | None = None
 
@@ -44,8 +39,7 @@ class PolicyPerception:
         return cls(
             reward_config_from_params(p.reward),
             train=p.mode == "train",
-            search_ahead=p.kinematics.search_ahead,
-            finish_distance=p.kinematics.finish_distance,
+            kinematics=KinematicsConfig.from_namespace(p.kinematics),
         )
 
     def new_stack(self) -> FrameStack:
