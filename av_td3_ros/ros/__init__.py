@@ -1,7 +1,8 @@
 """ros: the layer between rclpy/messages and the numpy/torch core (with nodes/, the only place
 that imports rclpy or message types).
 
-parameters   ParameterSpec lists + declare_parameters(node, specs) -> namespace (InvalidParameter)
+parameters   the nodes' ParameterSpec lists (derived from the core's settings where they are one)
+             + declare_parameters(node, specs) -> namespace (InvalidParameter)
 qos          the named QoS profile of every topic
 conversions  Image/Odometry/Path/PolicyWeights/Transition/CarlaEgoVehicleControl <-> numpy
 runtime      PolicyRuntime: the actor, validated weights, atomic swaps (no rclpy)
@@ -9,5 +10,4 @@ control_loop ControlLoop: one new frame -> one control (+ transitions), episodes
 policy_perception  the perception core wired for a policy node (no rclpy)
 monitoring   RateMeter, Watchdog, LatencyStats (no rclpy)
 log          Python logging -> ROS logger; per-key log throttle
-trainer_parameters  TRAINER_NODE_PARAMETERS (the trainer node's specs)
 """
