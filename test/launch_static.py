@@ -280,7 +280,7 @@ def installed_by_data_files(relative: str, setup: SetupInfo) -> str | None:
 # Where a node's ParameterSpec list lives when its node module does not expose one (yet).
 KNOWN_SPECS = {
     "policy_node": ("av_td3_ros.ros.parameters", "POLICY_NODE_PARAMETERS"),
-    "trainer_node": ("av_td3_ros.ros.trainer_parameters", "TRAINER_NODE_PARAMETERS"),
+    "trainer_node": ("av_td3_ros.ros.parameters", "TRAINER_NODE_PARAMETERS"),
     "episode_manager": ("av_td3_ros.nodes.episode_manager", "EPISODE_MANAGER_PARAMETERS"),
 }
 

@@ -24,8 +24,7 @@ from av_td3_ros.driving.core import DrivingCore
 from av_td3_ros.perception.reward import RewardConfig
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import image_to_array, odometry_to_state, path_to_route, stamp_to_ns
-from av_td3_ros.ros.parameters import yaml_parameters
-from av_td3_ros.ros.sim_parameters import SIM_NODE_PARAMETERS
+from av_td3_ros.ros.parameters import SIM_NODE_PARAMETERS, yaml_parameters
 
 CONFIG = TEST_DIR.parent / "config" / "sim.yaml"
 

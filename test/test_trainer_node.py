@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import PROGRAMS
 
-from av_td3_ros.ros.parameters import defaults, yaml_parameters
-from av_td3_ros.ros.trainer_parameters import TRAINER_NODE_PARAMETERS, service_config_from_parameters
+from av_td3_ros.learning.training_service import TrainingServiceConfig
+from av_td3_ros.ros.parameters import TRAINER_NODE_PARAMETERS, defaults, yaml_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER_YAML = REPO / "config" / "trainer.yaml"
@@ -42,7 +42,7 @@ def test_trainer_yaml_documents_exactly_the_declared_parameters_with_their_defau
 def test_default_parameters_give_the_cores_defaults_with_every_stabilizer_on():
     from av_td3_ros.learning.config import TD3Config
 
-    config = service_config_from_parameters(defaults(TRAINER_NODE_PARAMETERS))
+    config = TrainingServiceConfig.from_namespace(defaults(TRAINER_NODE_PARAMETERS))
     assert config.td3 == TD3Config()
     assert config.td3.cnn_norm == "layer" and config.td3.grad_clip == 10.0 and config.td3.adaptive_lr
     assert config.td3.action_limiter and config.td3.cnn_weight_decay > 0

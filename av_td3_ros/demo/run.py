@@ -29,18 +29,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from av_td3_ros.config_schema import parameter_values
+from av_td3_ros.learning.config import TD3Config
+
 __all__ = ["DemoOptions", "NodeProcesses", "config_dir", "encoder_norm", "node_parameters", "run_demo"]
 
-# TD3Config.unstabilized() as trainer parameters (grad_clip 0 = no clipping).
-UNSTABILIZED_TRAINER = {
-    "td3.cnn_norm": "none",
-    "td3.cnn_weight_decay": 0.0,
-    "td3.grad_clip": 0.0,
-    "td3.adaptive_lr": False,
-    "td3.action_limiter": False,
-    "td3.actor_cnn_lr": 3e-4,
-    "td3.critic_cnn_lr": 3e-4,
-}
+# TD3Config.unstabilized() as trainer parameters: the td3.* values it changes (grad_clip 0 = none).
+UNSTABILIZED_TRAINER = parameter_values(TD3Config.unstabilized(), "td3.", changed_from=TD3Config())
 TRANSITIONS_TOPIC = "/av_td3/transitions"  # the trainer's and the monitor's (trainer.yaml default)
 
 

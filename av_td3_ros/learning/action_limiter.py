@@ -14,49 +14,64 @@ Windows must be full before a criterion can hold. Once lifted it stays lifted. S
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from av_td3_ros.config_schema import Settings, setting_from
+from av_td3_ros.learning.config import TD3Config
+
 log = logging.getLogger("av_td3_ros.learning.action_limiter")
 
 
+@dataclass(frozen=True)
+class ActionLimiterConfig(Settings):
+    """The limiter's settings under its own names; each is TD3Config's (default, range, doc)."""
+
+    enabled: bool = setting_from(TD3Config, "action_limiter")
+    limit: float = setting_from(TD3Config, "action_limit")
+    max_action: float = setting_from(TD3Config, "max_action")
+    l2_max: float = setting_from(TD3Config, "limiter_l2_max")
+    l2_updates: int = setting_from(TD3Config, "limiter_l2_updates")
+    saturation: float = setting_from(TD3Config, "limiter_saturation")
+    max_saturated_share: float = setting_from(TD3Config, "limiter_max_saturated_share")
+    min_action_std: float = setting_from(TD3Config, "limiter_min_action_std")
+    action_window: int = setting_from(TD3Config, "limiter_action_window")
+    episode_window: int = setting_from(TD3Config, "limiter_episode_window")
+    min_episode_length: float = setting_from(TD3Config, "limiter_min_episode_length")
+
+
 class ActionLimiter:
-    def __init__(
-        self,
-        limit: float = 0.6,
-        *,
-        enabled: bool = True,
-        max_action: float = 1.0,
-        action_dim: int = 2,
-        l2_max: float = 30.0,
-        l2_updates: int = 5000,
-        saturation: float = 0.99,
-        max_saturated_share: float = 0.05,
-        min_action_std: float = 0.05,
-        action_window: int = 1000,
-        episode_window: int = 10,
-        min_episode_length: float = 100.0,
-    ):
-        self.limit = float(limit)
-        self.enabled = bool(enabled)
-        self.max_action = float(max_action)
-        self.l2_max = l2_max
-        self.l2_updates = l2_updates
-        self.saturation = saturation
-        self.max_saturated_share = max_saturated_share
-        self.min_action_std = min_action_std
-        self.min_episode_length = min_episode_length
+    def __init__(self, config: ActionLimiterConfig | None = None, *, action_dim: int = 2, **overrides: Any):
+        """`overrides` by ActionLimiterConfig's names (e.g. limit=0.5) change single settings."""
+        if config is not None and not isinstance(config, ActionLimiterConfig):
+            raise TypeError(f"ActionLimiter(config=...) takes an ActionLimiterConfig, got {config!r}")
+        c = dataclasses.replace(config or ActionLimiterConfig(), **overrides)
+        self.limit = c.limit
+        self.enabled = c.enabled
+        self.max_action = c.max_action
+        self.l2_max = c.l2_max
+        self.l2_updates = c.l2_updates
+        self.saturation = c.saturation
+        self.max_saturated_share = c.max_saturated_share
+        self.min_action_std = c.min_action_std
+        self.min_episode_length = c.min_episode_length
         self.lifted = False
         self.l2_streak = 0  # consecutive updates with per-sample L2 below l2_max
-        self._actions = np.zeros((action_window, action_dim), np.float32)  # ring buffer
+        self._actions = np.zeros((c.action_window, action_dim), np.float32)  # ring buffer
         self._next = 0
         self._count = 0
-        self.episode_lengths: deque[int] = deque(maxlen=episode_window)
+        self.episode_lengths: deque[int] = deque(maxlen=c.episode_window)
         self._warned_this_episode = False
+
+    @classmethod
+    def from_config(cls, config: TD3Config) -> ActionLimiter:
+        return cls(ActionLimiterConfig.of(config))
 
     # --- what the policy side uses ------------------------------------------------------------
     @property

@@ -1,120 +1,118 @@
-"""TD3Config: every hyperparameter and every stabilizer switch of the learner, in one dataclass."""
+"""TD3Config: every hyperparameter and every stabilizer switch of the learner, in one dataclass
+(each a `setting`: default, range and description written once)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from av_td3_ros.config_schema import Settings, setting
 
 ENCODER_GRAD_MODES = ("separate", "critic_only")
 CNN_NORMS = ("layer", "none")
 
 
 @dataclass
-class TD3Config:
-    """TD3 (Fujimoto et al. 2018) defaults plus the design's stabilizers, each switchable.
+class TD3Config(Settings):
+    """TD3 (Fujimoto et al. 2018) defaults plus the design's stabilizers, each switchable. Every
+    field but `seed` is a setting: its default, range and description are written here once, and
+    the trainer node's `td3.*` parameters derive from them (av_td3_ros.ros.parameters).
 
     `TD3Config.unstabilized()` is the variant the design failed with, for side-by-side runs.
     """
 
     # TD3
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 2
-    batch_size: int = 256
-    exploration_noise: float = 0.1
-    max_action: float = 1.0
+    gamma: float = setting(0.99, "discount", min=0.0, max=1.0)
+    tau: float = setting(0.005, "target network soft-update rate", gt=0, max=1)
+    policy_noise: float = setting(0.2, "target policy smoothing noise std", min=0.0, max=10.0)
+    noise_clip: float = setting(0.5, "target policy smoothing noise clip", min=0.0, max=10.0)
+    policy_delay: int = setting(2, "critic updates per actor update", min=1, max=1000)
+    batch_size: int = setting(256, "replay batch per update", min=1, max=65536)
+    exploration_noise: float = setting(
+        0.1, "std of the Gaussian exploration noise added to the actor's actions (train mode)",
+        min=0.0, max=1.0,
+    )
+    max_action: float = setting(1.0, "bound of every action component (the actor's tanh scale)", gt=0.0)
 
     # Optimizers: Adam. The MLPs learn at 3e-4 with no weight decay; the CNNs at 1e-4 with weight
     # decay 1e-4, which holds LayerNorm's learnable gains down (norms grew 15.8 -> 65 without it).
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    actor_cnn_lr: float = 1e-4
-    critic_cnn_lr: float = 1e-4
-    cnn_weight_decay: float = 1e-4
-    # clip_grad_norm_ on each of actor, actor CNN, critic, critic CNN; None = no clipping
-    # (the pre-clip norms are still measured and reported).
-    grad_clip: float | None = 10.0
+    actor_lr: float = setting(3e-4, "actor MLP Adam learning rate", gt=0.0, max=1.0)
+    critic_lr: float = setting(3e-4, "critic MLP Adam learning rate", gt=0.0, max=1.0)
+    actor_cnn_lr: float = setting(1e-4, "actor CNN Adam learning rate", gt=0.0, max=1.0)
+    critic_cnn_lr: float = setting(1e-4, "critic CNN Adam learning rate", gt=0.0, max=1.0)
+    cnn_weight_decay: float = setting(1e-4, "weight decay of the two CNN optimizers only", min=0.0, max=1.0)
+    # The pre-clip norms are measured and reported also without clipping.
+    grad_clip: float | None = setting(
+        10.0, "max gradient norm for each of actor, actor CNN, critic, critic CNN (0 = no clipping)",
+        gt=0.0, none=0.0,
+    )
 
     # "separate": actor and critic each own a CNN (the design). "critic_only": one CNN trained
     # by the critic loss only; the actor reads its features detached (DrQ-v2, SAC-AE). There is
     # then no actor CNN optimizer (TD3Learner.actor_cnn_optimizer is None).
-    encoder_grad: str = "separate"
-    cnn_norm: str = "layer"
-    in_frames: int = 4
+    encoder_grad: str = setting(
+        "separate", "separate: actor and critic own a CNN each; critic_only: one CNN trained by the critic",
+        choices=ENCODER_GRAD_MODES,
+    )
+    cnn_norm: str = setting(
+        "layer", "NatureCNN normalization (none = the design's failing CNN)", choices=CNN_NORMS
+    )
+    in_frames: int = setting(4, "frames stacked in one observation", min=1)
 
-    # FeatureNormMonitor: per-sample CNN feature L2 thresholds and the adaptive CNN LR cut.
-    l2_healthy: float = 30.0
-    l2_warning: float = 50.0
-    l2_failure: float = 100.0
-    adaptive_lr: bool = True
-    lr_cut_factor: float = 0.5
-    lr_cut_cooldown: int = 1000
-    lr_floor: float = 1e-6
-    stats_every: int = 100
-    weight_norms_every: int = 1000
+    # FeatureNormMonitor (monitor.py): per-sample CNN feature L2 thresholds and the adaptive CNN LR cut.
+    l2_healthy: float = setting(30.0, "per-sample CNN feature L2 below this is healthy", gt=0.0)
+    l2_warning: float = setting(
+        50.0, "per-sample CNN L2 above this: CNN LRs cut, /diagnostics WARN", gt=0.0
+    )
+    l2_failure: float = setting(100.0, "per-sample CNN L2 above this: /diagnostics ERROR", gt=0.0)
+    adaptive_lr: bool = setting(True, "cut the CNN LRs when the L2 exceeds l2_warning")
+    lr_cut_factor: float = setting(0.5, "factor of each CNN LR cut", gt=0.0, lt=1.0)
+    lr_cut_cooldown: int = setting(1000, "updates between two CNN LR cuts", min=0)
+    lr_floor: float = setting(1e-6, "CNN LRs are never cut below this", gt=0.0, max=1.0)
+    stats_every: int = setting(100, "log CNN feature norm/mean/std every N updates", min=1)
+    weight_norms_every: int = setting(1000, "log CNN layer weight norms every N updates", min=1)
 
-    # ActionLimiter: |a| <= action_limit until it lifts itself (see ActionLimiter).
-    action_limiter: bool = True
-    action_limit: float = 0.6
-    limiter_l2_max: float = 30.0
-    limiter_l2_updates: int = 5000
-    limiter_saturation: float = 0.99
-    limiter_max_saturated_share: float = 0.05
-    limiter_min_action_std: float = 0.05
-    limiter_action_window: int = 1000
-    limiter_episode_window: int = 10
-    limiter_min_episode_length: float = 100.0
+    # ActionLimiter (action_limiter.py): |a| <= action_limit until it lifts itself.
+    action_limiter: bool = setting(
+        True, "clip train-mode actions to +-action_limit until the limiter lifts itself (false = off)"
+    )
+    action_limit: float = setting(0.6, "the limiter's clip (at most max_action)", gt=0.0, max=1.0)
+    limiter_l2_max: float = setting(30.0, "lift criterion 1: per-sample CNN L2 below this", gt=0.0)
+    limiter_l2_updates: int = setting(
+        5000, "lift criterion 1: ... for this many consecutive updates", min=0
+    )
+    limiter_saturation: float = setting(
+        0.99, "lift criterion 2: |a| above this share of max_action counts as saturated", gt=0.0, max=1.0
+    )
+    limiter_max_saturated_share: float = setting(
+        0.05, "lift criterion 2: saturated share of recent actions below this", min=0.0, max=1.0
+    )
+    limiter_min_action_std: float = setting(
+        0.05, "lift criterion 2: std of every action dimension above this", min=0.0, max=10.0
+    )
+    limiter_action_window: int = setting(
+        1000, "lift criterion 2: number of recent actor outputs looked at", min=1, max=10_000_000
+    )
+    limiter_episode_window: int = setting(
+        10, "lift criterion 3: number of recent episodes looked at", min=1, max=1_000_000
+    )
+    limiter_min_episode_length: float = setting(
+        100.0, "lift criterion 3: their mean length (steps) above this", min=0.0
+    )
 
-    # Runtime: "auto" = CUDA when available, else CPU. Fused Adam is used where torch has it.
-    device: str = "auto"
-    fused_adam: bool = True
+    # Runtime. Fused Adam is used where torch has it.
+    device: str = setting("auto", "torch device: auto (CUDA if available), cpu, cuda, cuda:N")
+    fused_adam: bool = setting(True, "use torch's fused Adam where available")
     seed: int | None = None  # None: fresh entropy (weights, target noise, exploration noise)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def validate(self) -> None:
-        """Raise ValueError naming the bad key and its allowed range."""
-
-        def check(key: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"TD3Config.{key} = {getattr(self, key)!r}: allowed {allowed}")
-
-        check("gamma", 0.0 <= self.gamma <= 1.0, "[0, 1]")
-        check("tau", 0.0 < self.tau <= 1.0, "(0, 1]")
-        check("policy_noise", self.policy_noise >= 0.0, ">= 0")
-        check("noise_clip", self.noise_clip >= 0.0, ">= 0")
-        check("policy_delay", isinstance(self.policy_delay, int) and self.policy_delay >= 1, "integer >= 1")
-        check("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "integer >= 1")
-        check("exploration_noise", self.exploration_noise >= 0.0, ">= 0")
-        check("max_action", self.max_action > 0.0, "> 0")
-        for key in ("actor_lr", "critic_lr", "actor_cnn_lr", "critic_cnn_lr"):
-            check(key, self.__dict__[key] > 0.0 and math.isfinite(self.__dict__[key]), "> 0")
-        check("cnn_weight_decay", self.cnn_weight_decay >= 0.0, ">= 0")
-        check("grad_clip", self.grad_clip is None or self.grad_clip > 0.0, "> 0 or None (no clipping)")
-        check("encoder_grad", self.encoder_grad in ENCODER_GRAD_MODES, f"one of {ENCODER_GRAD_MODES}")
-        check("cnn_norm", self.cnn_norm in CNN_NORMS, f"one of {CNN_NORMS}")
-        check("in_frames", isinstance(self.in_frames, int) and self.in_frames >= 1, "integer >= 1")
-        check("l2_healthy", 0.0 < self.l2_healthy <= self.l2_warning, f"(0, l2_warning={self.l2_warning}]")
-        check("l2_warning", self.l2_warning <= self.l2_failure, f"<= l2_failure={self.l2_failure}")
-        check("lr_cut_factor", 0.0 < self.lr_cut_factor < 1.0, "(0, 1)")
-        check("lr_cut_cooldown", self.lr_cut_cooldown >= 0, ">= 0")
-        check("lr_floor", self.lr_floor > 0.0, "> 0")
-        check("stats_every", self.stats_every >= 1, ">= 1")
-        check("weight_norms_every", self.weight_norms_every >= 1, ">= 1")
-        check("action_limit", 0.0 < self.action_limit <= self.max_action,
-              f"(0, max_action={self.max_action}]")
-        check("limiter_l2_updates", self.limiter_l2_updates >= 0, ">= 0")
-        check("limiter_saturation", 0.0 < self.limiter_saturation <= 1.0, "(0, 1]")
-        check("limiter_max_saturated_share", 0.0 <= self.limiter_max_saturated_share <= 1.0, "[0, 1]")
-        check("limiter_min_action_std", self.limiter_min_action_std >= 0.0, ">= 0")
-        check("limiter_action_window", self.limiter_action_window >= 1, ">= 1")
-        check("limiter_episode_window", self.limiter_episode_window >= 1, ">= 1")
-        check("device", isinstance(self.device, str) and self.device != "", '"auto", "cpu", "cuda", "cuda:N"')
+        """Raise SettingError (a ValueError) naming the bad key and what is allowed."""
+        super().validate()
+        self.require("device", self.device != "", "must be auto, cpu, cuda or cuda:N")
+        self.require_at_most("l2_healthy", "l2_warning")
+        self.require_at_most("l2_warning", "l2_failure")
+        self.require_at_most("action_limit", "max_action")
 
     @classmethod
     def unstabilized(cls, **overrides: Any) -> TD3Config:

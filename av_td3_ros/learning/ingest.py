@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from av_td3_ros.config_schema import Settings, setting
+
 # Mirrors av_td3_msgs/Transition KIND_START / KIND_STEP (a test checks they agree).
 KIND_START = 0
 KIND_STEP = 1
@@ -99,24 +101,25 @@ class TransitionRecord:
 
 
 @dataclass(frozen=True)
-class IngestConfig:
-    frame_height: int = 84
-    frame_width: int = 84
-    queue_capacity: int = 4096
-    max_actors: int = 64
-    actor_idle_timeout: float = 300.0
-    max_abs_kinematics: float = 1.0e4
-    max_abs_reward: float = 1.0e4
-    episode_length_history: int = 1000
+class IngestConfig(Settings):
+    """What a transition must satisfy, and the memory bounds; the trainer node's `ingest.*`
+    parameters derive from these settings."""
 
-    def __post_init__(self) -> None:
-        for name in ("frame_height", "frame_width", "queue_capacity", "max_actors", "episode_length_history"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"IngestConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("actor_idle_timeout", "max_abs_kinematics", "max_abs_reward"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"IngestConfig.{name} must be finite and > 0, got {value!r}")
+    frame_height: int = setting(84, "frame height a transition must have [px]", min=1)
+    frame_width: int = setting(84, "frame width a transition must have [px]", min=1)
+    queue_capacity: int = setting(
+        4096, "transitions buffered between the subscription and the learner; beyond it they are "
+        "dropped and counted (~7.3 KB each)", min=1, max=10_000_000,
+    )
+    max_actors: int = setting(64, "actor streams tracked at once", min=1, max=100_000)
+    actor_idle_timeout: float = setting(
+        300.0, "seconds after which a silent actor's slot can be reused", min=1.0, max=1e7
+    )
+    max_abs_kinematics: float = setting(
+        1.0e4, "a transition with any |kinematics| above this is dropped", min=1.0
+    )
+    max_abs_reward: float = setting(1.0e4, "a transition with |reward| above this is dropped", min=1e-3)
+    episode_length_history: int = setting(1000, "recent episode lengths kept for the status", min=1)
 
 
 @dataclass(frozen=True)

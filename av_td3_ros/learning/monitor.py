@@ -7,11 +7,16 @@ most of the "1,242 explosion" the design saw during batch training. Thresholds a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from av_td3_ros.config_schema import Settings, setting_from
+from av_td3_ros.learning.config import TD3Config
 
 log = logging.getLogger("av_td3_ros.learning.monitor")
 
@@ -37,6 +42,21 @@ def layer_weight_norms(encoder: torch.nn.Module) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class FeatureNormConfig(Settings):
+    """The monitor's settings under its own names; each is TD3Config's (default, range, doc)."""
+
+    healthy: float = setting_from(TD3Config, "l2_healthy")
+    warning: float = setting_from(TD3Config, "l2_warning")
+    failure: float = setting_from(TD3Config, "l2_failure")
+    adaptive_lr: bool = setting_from(TD3Config, "adaptive_lr")
+    lr_factor: float = setting_from(TD3Config, "lr_cut_factor")
+    cooldown: int = setting_from(TD3Config, "lr_cut_cooldown")
+    lr_floor: float = setting_from(TD3Config, "lr_floor")
+    stats_every: int = setting_from(TD3Config, "stats_every")
+    weight_norms_every: int = setting_from(TD3Config, "weight_norms_every")
+
+
 class FeatureNormMonitor:
     """Classifies per-sample feature L2 norms and halves the CNN learning rates above `warning`.
 
@@ -50,30 +70,30 @@ class FeatureNormMonitor:
     def __init__(
         self,
         optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
-        *,
-        healthy: float = 30.0,
-        warning: float = 50.0,
-        failure: float = 100.0,
-        adaptive_lr: bool = True,
-        lr_factor: float = 0.5,
-        cooldown: int = 1000,
-        lr_floor: float = 1e-6,
-        stats_every: int = 100,
-        weight_norms_every: int = 1000,
+        config: FeatureNormConfig | None = None,
+        **overrides: Any,
     ):
+        """`overrides` by FeatureNormConfig's names (e.g. cooldown=10) change single settings."""
+        c = dataclasses.replace(config or FeatureNormConfig(), **overrides)
         self.optimizers = dict(optimizers or {})
-        self.healthy, self.warning, self.failure = healthy, warning, failure
-        self.adaptive_lr = adaptive_lr
-        self.lr_factor = lr_factor
-        self.cooldown = cooldown
-        self.lr_floor = lr_floor
-        self.stats_every = stats_every
-        self.weight_norms_every = weight_norms_every
+        self.healthy, self.warning, self.failure = c.healthy, c.warning, c.failure
+        self.adaptive_lr = c.adaptive_lr
+        self.lr_factor = c.lr_factor
+        self.cooldown = c.cooldown
+        self.lr_floor = c.lr_floor
+        self.stats_every = c.stats_every
+        self.weight_norms_every = c.weight_norms_every
         self.last_cut_update: int | None = None
         self.cuts = 0
         self.last_alarm_update: int | None = None
         self.last_l2 = 0.0
         self.max_l2 = 0.0
+
+    @classmethod
+    def from_config(
+        cls, config: TD3Config, optimizers: Mapping[str, torch.optim.Optimizer] | None = None
+    ) -> FeatureNormMonitor:
+        return cls(optimizers, FeatureNormConfig.of(config))
 
     def classify(self, l2: float) -> str:
         if l2 > self.failure:

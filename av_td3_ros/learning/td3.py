@@ -130,19 +130,10 @@ class TD3Learner:
             None if self.shared_encoder else adam(self._actor_cnn_params, c.actor_cnn_lr, c.cnn_weight_decay)
         )
 
-        self.monitor = FeatureNormMonitor(
-            {name: opt for name, opt in self._named_optimizers().items() if name.endswith("_cnn")},
-            healthy=c.l2_healthy, warning=c.l2_warning, failure=c.l2_failure, adaptive_lr=c.adaptive_lr,
-            lr_factor=c.lr_cut_factor, cooldown=c.lr_cut_cooldown, lr_floor=c.lr_floor,
-            stats_every=c.stats_every, weight_norms_every=c.weight_norms_every,
+        self.monitor = FeatureNormMonitor.from_config(
+            c, {name: opt for name, opt in self._named_optimizers().items() if name.endswith("_cnn")}
         )
-        self.limiter = ActionLimiter(
-            c.action_limit, enabled=c.action_limiter, max_action=c.max_action,
-            l2_max=c.limiter_l2_max, l2_updates=c.limiter_l2_updates, saturation=c.limiter_saturation,
-            max_saturated_share=c.limiter_max_saturated_share, min_action_std=c.limiter_min_action_std,
-            action_window=c.limiter_action_window, episode_window=c.limiter_episode_window,
-            min_episode_length=c.limiter_min_episode_length,
-        )
+        self.limiter = ActionLimiter.from_config(c)
 
         # Every random draw of the learner comes from these two (saved in checkpoints).
         self._generator = torch.Generator(device=self.device)

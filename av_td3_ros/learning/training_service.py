@@ -38,11 +38,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from av_td3_ros.atomic_file import write_atomic
+from av_td3_ros.config_schema import Settings, setting
 from av_td3_ros.learning.config import TD3Config
 from av_td3_ros.learning.ingest import (
     KIND_START,
@@ -59,32 +61,52 @@ VERSION_FILE = "published_version.json"
 
 
 @dataclass(frozen=True)
-class TrainingServiceConfig:
-    """Everything but the TD3 hyperparameters (in `td3`) and the ingest limits (in `ingest`)."""
+class TrainingServiceConfig(Settings):
+    """Everything but the TD3 hyperparameters (in `td3`) and the ingest limits (in `ingest`). The
+    trainer node's top-level parameters of the same names derive from these settings."""
 
     td3: TD3Config = field(default_factory=TD3Config)
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    replay_capacity: int = 100_000
+    replay_capacity: int = setting(
+        100_000, "transitions kept in replay (~7.2 KB each: 100k ~ 0.7 GB)", min=100
+    )
     replay_seed: int | None = None
-    learning_starts: int = 1000
-    update_to_data_ratio: float = 1.0
-    publish_every: int = 100
-    checkpoint_every: int = 1000
-    checkpoint_dir: str = ""  # "" = no checkpoints, no resume
-    resume: bool = True
-    log_dir: str = ""  # TensorBoard; "" = off
-    metrics_every: int = 10
-    max_consecutive_errors: int = 5
-    lag_window: int = 1000
+    learning_starts: int = setting(
+        1000, "transitions received (this run) before the first update; also after a resume", min=1
+    )
+    update_to_data_ratio: float = setting(
+        1.0, "TD3 updates per transition received (an upper bound: on CPU the learner is slower)",
+        min=0.001, max=1000.0,
+    )
+    publish_every: int = setting(100, "publish PolicyWeights every this many updates", min=1)
+    checkpoint_every: int = setting(
+        1000, "write a checkpoint every this many updates (and on shutdown)", min=1
+    )
+    checkpoint_dir: str = setting(
+        "", "checkpoint directory ('~' expanded; empty = no checkpoints, no resume)"
+    )
+    resume: bool = setting(True, "restart from the latest checkpoint in checkpoint_dir when there is one")
+    log_dir: str = setting("", "TensorBoard log directory (empty = no TensorBoard)")
+    metrics_every: int = setting(10, "write TensorBoard scalars every this many updates", min=1)
+    max_consecutive_errors: int = setting(
+        5, "learner exceptions in a row before the learner gives up (the trainer node exits with code 1)",
+        min=1,
+    )
+    lag_window: int = setting(1000, "recent transitions over which the policy lag is averaged", min=1)
 
-    def __post_init__(self) -> None:
-        for name in ("replay_capacity", "learning_starts", "publish_every", "checkpoint_every",
-                     "metrics_every", "max_consecutive_errors", "lag_window"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainingServiceConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        ratio = float(self.update_to_data_ratio)
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"TrainingServiceConfig.update_to_data_ratio must be > 0, got {ratio!r}")
+    @classmethod
+    def from_namespace(cls, values: Any, **fixed: Any) -> TrainingServiceConfig:
+        """The trainer node's parameter values -> config: this class's settings at the top level,
+        `td3.*` TD3Config's, `ingest.*` IngestConfig's, and `seed` (-1 = fresh entropy) for both
+        the learner and the replay sampling. Raises ValueError (SettingError) naming a bad key,
+        also for cross-field problems (e.g. td3.l2_warning > td3.l2_failure)."""
+        seed = None if values.seed < 0 else int(values.seed)
+        nested = {
+            "td3": TD3Config.from_namespace(values.td3, seed=seed),
+            "ingest": IngestConfig.from_namespace(values.ingest),
+            "replay_seed": seed,
+        }
+        return super().from_namespace(values, **{**nested, **fixed})
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,8 @@ class PolicyNode(LifecycleNode):
         self.runtime = PolicyRuntime(p.encoder_norm, p.torch_threads, p.max_weights_bytes)
         self.limiter = None
         if p.mode == "train":  # until the first weights bring the trainer's limit
-            self.limiter = ActionLimiter(limit=p.initial_action_limit or 0.6)
-            if p.initial_action_limit == 0.0:
-                self.limiter.follow(0.0)
+            self.limiter = ActionLimiter()
+            self.limiter.follow(p.initial_action_limit)
         self.core = DrivingCore(
             mode=p.mode, policy=self.runtime, reward=RewardConfig.from_namespace(p.reward),
             actor_id=self.actor_id, limiter=self.limiter, exploration_noise=p.exploration_noise,

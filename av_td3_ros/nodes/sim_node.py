@@ -12,7 +12,7 @@ simulator has reset and the new route is out, so the frame after the answer is t
 
 Threads: the simulator runs in its own tick thread (highway-env is not thread-safe, so nothing
 else touches it); the executor delivers controls and reset requests to it through a condition.
-Parameters: av_td3_ros.ros.sim_parameters.SIM_NODE_PARAMETERS, documented in config/sim.yaml.
+Parameters: av_td3_ros.ros.parameters.SIM_NODE_PARAMETERS, documented in config/sim.yaml.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from std_srvs.srv import Trigger
 from av_td3_ros.ros import bridge_messages as bm
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import stamp_to_ns
-from av_td3_ros.ros.parameters import InvalidParameter, declare_parameters
-from av_td3_ros.ros.sim_parameters import SIM_NODE_PARAMETERS, sim_config_from_params
+from av_td3_ros.ros.parameters import SIM_NODE_PARAMETERS, InvalidParameter, declare_parameters
 from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinning
 
 __all__ = ["SIM_NODE_PARAMETERS", "SimNode", "main"]
@@ -49,10 +48,10 @@ class SimNode(Node):
     def __init__(self, node_name: str = "sim_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, SIM_NODE_PARAMETERS)  # raises InvalidParameter
-        from av_td3_ros.sim import EmbeddedSimulator
+        from av_td3_ros.sim import EmbeddedSimulator, SimConfig
 
         p = self.p
-        self.sim = EmbeddedSimulator(sim_config_from_params(p))
+        self.sim = EmbeddedSimulator(SimConfig.from_namespace(p))
         topic = lambda name: getattr(p, name).replace("{role_name}", p.role_name)  # noqa: E731
         self.pub_image = self.create_publisher(Image, topic("camera_topic"), qos.CAMERA_QOS)
         self.pub_odom = self.create_publisher(Odometry, topic("odometry_topic"), qos.CONTROL_QOS)

@@ -40,13 +40,13 @@ from av_td3_ros.learning.training_service import (
     STATUS_FIELDS,
     PolicyUpdate,
     TrainingService,
+    TrainingServiceConfig,
     TrainingSnapshot,
 )
 from av_td3_ros.ros.conversions import policy_weights_to_message, transition_from_message
 from av_td3_ros.ros.log import forward_python_logging
-from av_td3_ros.ros.parameters import InvalidParameter, declare_parameters
+from av_td3_ros.ros.parameters import TRAINER_NODE_PARAMETERS, InvalidParameter, declare_parameters
 from av_td3_ros.ros.qos import DIAGNOSTICS_QOS, STATUS_QOS, TRANSITIONS_QOS, WEIGHTS_QOS
-from av_td3_ros.ros.trainer_parameters import TRAINER_NODE_PARAMETERS, service_config_from_parameters
 
 NODE_NAME = "trainer_node"
 HARDWARE_ID = "av_td3_trainer"
@@ -112,7 +112,7 @@ class TrainerNode(Node):
 
             torch.set_num_threads(p.torch_threads)
         try:
-            config = service_config_from_parameters(p)
+            config = TrainingServiceConfig.from_namespace(p)
         except ValueError as exc:  # cross-field checks of TD3Config (e.g. l2_warning > l2_failure)
             raise InvalidParameter("td3", "(several)", str(exc)) from None
         self.l2_warning, self.l2_failure = config.td3.l2_warning, config.td3.l2_failure

@@ -18,10 +18,13 @@ part of the route.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from av_td3_ros.config_schema import Settings, setting
 
 __all__ = ["InvalidInput", "KinematicsEncoder", "Route", "RoutePosition", "locate_on_route", "wrap_angle"]
 
@@ -198,6 +201,25 @@ def locate_on_route(route: Route, x: float, y: float, yaw: float, first_segment:
     return _position(route, x, y, yaw, segment, fraction, dist2)
 
 
+@dataclass(frozen=True)
+class KinematicsConfig(Settings):
+    """How KinematicsEncoder follows the route; the policy node's `kinematics.*` parameters derive
+    from these settings."""
+
+    num_waypoints: int = setting(10, "route waypoints in the kinematic vector (3 + 2 per waypoint)", min=1)
+    search_ahead: float = setting(
+        30.0, "metres of route searched ahead of the car's current segment when re-anchoring it each step",
+        min=1.0, max=1000.0,
+    )
+    finish_distance: float = setting(
+        2.0, "metres before the route's end at which the route counts as finished (truncated)",
+        min=0.0, max=100.0,
+    )
+    anchor_tolerance: float = setting(
+        1.0, "first anchoring: among route points this close (m) to the closest, the earliest", min=0.0
+    )
+
+
 class KinematicsEncoder:
     """Turns (route, pose, speed) into the policy's kinematic vector, following the car along
     the route.
@@ -211,19 +233,14 @@ class KinematicsEncoder:
     from the route's end.
     """
 
-    def __init__(self, num_waypoints: int = 10, search_ahead: float = 30.0, finish_distance: float = 2.0,
-                 anchor_tolerance: float = 1.0) -> None:
-        if int(num_waypoints) < 1:
-            raise ValueError(f"num_waypoints must be >= 1, got {num_waypoints!r}")
-        for name, value in (("search_ahead", search_ahead), ("finish_distance", finish_distance),
-                            ("anchor_tolerance", anchor_tolerance)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        self.num_waypoints = int(num_waypoints)
+    def __init__(self, config: KinematicsConfig | None = None, **overrides) -> None:
+        """`overrides` by KinematicsConfig's names (e.g. finish_distance=5.0) change single settings."""
+        c = dataclasses.replace(config or KinematicsConfig(), **overrides)
+        self.num_waypoints = c.num_waypoints
         self.size = 3 + 2 * self.num_waypoints
-        self.search_ahead = float(search_ahead)
-        self.finish_distance = float(finish_distance)
-        self.anchor_tolerance = float(anchor_tolerance)
+        self.search_ahead = c.search_ahead
+        self.finish_distance = c.finish_distance
+        self.anchor_tolerance = c.anchor_tolerance
         self._waypoint_offsets = np.arange(self.num_waypoints)
         self._route: Route | None = None
         self._search_stop: np.ndarray | None = None  # per segment: end (exclusive) of its search window

@@ -33,9 +33,10 @@ Truncated steps bootstrap from the next state's value (ReplayBatch.terminated is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 
+from av_td3_ros.config_schema import Settings, setting
 from av_td3_ros.perception.kinematics import InvalidInput, finite_number
 
 __all__ = [
@@ -61,56 +62,44 @@ TERMINATING_REASONS = frozenset({EndReason.COLLISION, EndReason.OFF_ROUTE})
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    # Speed the car should hold (m/s). 30 km/h = 8.33 m/s.
-    target_speed: float = 8.33
-    # Scale of the driving reward: a step at target speed, centred and aligned, earns this much.
-    speed_weight: float = 1.0
-    # Share (0..1) of the driving reward lost at |lateral_offset| = max_lateral_offset (linear).
-    lane_centering_weight: float = 0.5
-    # Share (0..1) of the driving reward lost at a 90 degree heading error (linear, capped).
-    heading_weight: float = 0.5
-    # Subtracted on the step a collision is reported (the episode terminates there).
-    collision_penalty: float = 10.0
-    # Subtracted per lane-invasion event reported during the step (does not end the episode).
-    lane_invasion_penalty: float = 0.5
-    # Subtracted when the episode ends off the route: as bad as a crash, so the agent never
-    # learns to leave the road to avoid one.
-    off_route_penalty: float = 10.0
-    # Distance from the route (m) beyond which the episode ends as off_route; also the offset at
-    # which lane centering has cost its full weight. A lane is ~3.5 m wide.
-    max_lateral_offset: float = 3.0
-    # Stuck detection: forward speed below stuck_speed (m/s) for stuck_steps consecutive steps
-    # (100 steps = 5 s at 20 Hz; also the time a car starting at rest has to get going).
-    stuck_speed: float = 0.5
-    stuck_steps: int = 100
-    # Step limit per episode (1000 steps = 50 s at 20 Hz).
-    max_episode_steps: int = 1000
+class RewardConfig(Settings):
+    """The policy node's `reward.*` parameters derive from these settings."""
 
-    @classmethod
-    def from_namespace(cls, ns) -> RewardConfig:
-        """From an object with one attribute per field (the `reward.*` node parameters)."""
-        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"RewardConfig.{item.name} must be a finite number, got {value!r}")
-        for name in ("target_speed", "max_lateral_offset"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RewardConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lane_centering_weight", "heading_weight"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"RewardConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("speed_weight", "collision_penalty", "lane_invasion_penalty", "off_route_penalty",
-                     "stuck_speed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("stuck_steps", "max_episode_steps"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"RewardConfig.{name} must be an integer >= 1, got {value!r}")
+    target_speed: float = setting(8.33, "speed the car should hold (m/s); 8.33 = 30 km/h", min=0.1, max=100.0)
+    # Scale of the driving reward.
+    speed_weight: float = setting(
+        1.0, "driving reward of a step at target speed, centred and aligned", min=0.0, max=1000.0
+    )
+    # Linear in |lateral_offset| up to max_lateral_offset.
+    lane_centering_weight: float = setting(
+        0.5, "share of the driving reward lost at |lateral offset| = max_lateral_offset", min=0.0, max=1.0
+    )
+    # Linear in |heading error|, capped at 90 degrees.
+    heading_weight: float = setting(
+        0.5, "share of the driving reward lost at a 90 degree heading error", min=0.0, max=1.0
+    )
+    collision_penalty: float = setting(
+        10.0, "subtracted on a collision (the episode terminates)", min=0.0, max=1e4
+    )
+    lane_invasion_penalty: float = setting(
+        0.5, "subtracted per lane invasion event (the episode goes on)", min=0.0, max=1e4
+    )
+    # As bad as a crash, so the agent never learns to leave the road to avoid one.
+    off_route_penalty: float = setting(
+        10.0, "subtracted when the episode ends off the route", min=0.0, max=1e4
+    )
+    # Also the offset at which lane centering has cost its full weight. A lane is ~3.5 m wide.
+    max_lateral_offset: float = setting(
+        3.0, "distance from the route (m) that ends the episode (off_route, terminated)", min=0.1, max=100.0
+    )
+    # Stuck: forward speed below stuck_speed for stuck_steps consecutive steps (100 steps = 5 s at
+    # 20 Hz; also the time a car starting at rest has to get going).
+    stuck_speed: float = setting(
+        0.5, "forward speed (m/s) below which a step counts as stuck", min=0.0, max=100.0
+    )
+    stuck_steps: int = setting(100, "consecutive stuck steps that end the episode (truncated)", min=1)
+    # 1000 steps = 50 s at 20 Hz.
+    max_episode_steps: int = setting(1000, "step limit per episode (truncated)", min=1)
 
 
 @dataclass(frozen=True)

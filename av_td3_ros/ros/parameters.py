@@ -1,17 +1,22 @@
-"""A tiny declarative parameter schema for our nodes.
+"""The nodes' parameters: a tiny declarative schema, and the three nodes' lists.
 
-Each node lists its parameters ONCE, as `ParameterSpec`s (name, default, description, and a range
-or a set of choices). `declare_parameters(node, specs)` declares them on an rclpy node with a
-ParameterDescriptor (description, range, read-only) and validates the values the node was started
-with; a bad value raises `InvalidParameter`, whose message names the key, the value and what is
-allowed. The YAML files under config/ document every key in place; `yaml_parameters` reads such a
-file back so a test can check that its keys and defaults equal the specs (they never drift).
+Each parameter is written ONCE. A parameter that is a setting of a core dataclass
+(av_td3_ros.config_schema: TD3Config, RewardConfig, KinematicsConfig, SimConfig, ...) derives its
+`ParameterSpec` from that setting with `parameters_from(TD3Config, "td3.")`; node-only parameters
+(topics, rates, timeouts) are written here as `ParameterSpec`s. `declare_parameters(node, specs)`
+declares them on an rclpy node with a ParameterDescriptor (description, range, read-only) and
+validates the values the node was started with; a bad value raises `InvalidParameter`, whose
+message names the key, the value and what is allowed (the same check as the core dataclass's).
+The YAML files under config/ document every key in place, with its range; `yaml_parameters` reads
+such a file back so a test can check that its keys, defaults and ranges equal the specs.
 
 Usage:
     SPECS = [ParameterSpec("sensor_timeout", 0.5, "seconds without data before braking", min=0.01),
-             ParameterSpec("mode", "train", "train or deploy", choices=("train", "deploy"))]
+             ParameterSpec("mode", "train", "train or deploy", choices=("train", "deploy")),
+             *parameters_from(RewardConfig, "reward.")]
     params = declare_parameters(node, SPECS)     # raises InvalidParameter
     params.sensor_timeout, params.mode           # dotted names nest: params.reward.target_speed
+    RewardConfig.from_namespace(params.reward)   # back to the core dataclass
 
 Parameters are read-only after start unless a spec says `dynamic=True` (a node that reads a
 value once must not pretend it can be changed at run time).
@@ -26,25 +31,27 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from av_td3_ros.config_schema import Setting, SettingError, settings_of
+
+# Also POLICY_NODE_PARAMETERS, TRAINER_NODE_PARAMETERS, SIM_NODE_PARAMETERS (built on first use).
 __all__ = [
     "InvalidParameter",
     "ParameterSpec",
     "declare_parameters",
     "defaults",
     "nest",
+    "parameters_from",
     "validate_value",
     "with_choices",
     "yaml_parameters",
 ]
 
-_SCALAR_TYPES = (bool, int, float, str)
 
-
-class InvalidParameter(ValueError):
+class InvalidParameter(SettingError):
     """A parameter value outside its spec. The message names the key and what is allowed."""
 
     def __init__(self, name: str, value: Any, allowed: str) -> None:
-        super().__init__(f"invalid parameter '{name}' = {value!r}: {allowed}")
+        ValueError.__init__(self, f"invalid parameter '{name}' = {value!r}: {allowed}")
         self.name = name
         self.value = value
         self.allowed = allowed
@@ -53,7 +60,8 @@ class InvalidParameter(ValueError):
 @dataclass(frozen=True)
 class ParameterSpec:
     """One parameter: its name, default (which fixes its type), a description, and the allowed
-    values: an inclusive `min`/`max` (either may be None) for numbers, or `choices`.
+    values: bounds for numbers (`min`/`max` inclusive, `gt`/`lt` exclusive; any may be None), or
+    `choices`. The checks are config_schema.Setting's, so a derived spec allows what the core does.
 
     Types: bool, int, float, str, or a list of one of them (`item_type` must be given when the
     default list is empty). A float parameter accepts an integer value (`-p timeout:=1`)."""
@@ -66,78 +74,79 @@ class ParameterSpec:
     choices: tuple[Any, ...] | None = None
     dynamic: bool = False
     item_type: type | None = None
+    gt: float | int | None = None
+    lt: float | int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.description:
             raise ValueError(f"ParameterSpec {self.name!r}: name and description are required")
-        if self.choices is not None:
-            object.__setattr__(self, "choices", tuple(self.choices))
         if isinstance(self.default, tuple):
             object.__setattr__(self, "default", list(self.default))
-        if isinstance(self.default, list):
-            if self.item_type is None:
-                if not self.default:
-                    raise ValueError(f"ParameterSpec {self.name!r}: an empty list default needs item_type")
-                object.__setattr__(self, "item_type", type(self.default[0]))
-            if self.item_type not in _SCALAR_TYPES:
-                raise ValueError(f"ParameterSpec {self.name!r}: unsupported list item type {self.item_type}")
-        elif not isinstance(self.default, _SCALAR_TYPES):
-            raise ValueError(f"ParameterSpec {self.name!r}: unsupported default {self.default!r}")
-        # The default must satisfy its own spec.
-        validate_value(self, self.default)
+        try:
+            setting = Setting(self.default, self.description, min=self.min, max=self.max, gt=self.gt,
+                              lt=self.lt, choices=self.choices, item_type=self.item_type)
+        except SettingError as exc:  # the default must satisfy its own spec
+            raise InvalidParameter(self.name, self.default, exc.allowed) from None
+        except ValueError as exc:
+            raise ValueError(f"ParameterSpec {self.name!r}: {exc}") from None
+        object.__setattr__(self, "choices", setting.choices)
+        object.__setattr__(self, "item_type", setting.item_type)
+        object.__setattr__(self, "_setting", setting)
 
     @property
     def value_type(self) -> type:
-        return list if isinstance(self.default, list) else type(self.default)
+        return self._setting.value_type
 
     def allowed(self) -> str:
         """Human-readable description of the allowed values."""
-        if self.choices is not None:
-            return f"must be one of {list(self.choices)}"
-        kind = {bool: "a bool", int: "an integer", float: "a finite number", str: "a string"}
-        if self.value_type is list:
-            text = f"must be a list of {kind[self.item_type]}"
-            items = " each"
-        else:
-            text = f"must be {kind[self.value_type]}"
-            items = ""
-        if self.min is not None and self.max is not None:
-            text += f"{items} in [{self.min}, {self.max}]"
-        elif self.min is not None:
-            text += f"{items} >= {self.min}"
-        elif self.max is not None:
-            text += f"{items} <= {self.max}"
-        return text
+        return self._setting.allowed()
 
-
-def _check_scalar(spec: ParameterSpec, kind: type, value: Any) -> Any:
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok:
-            value = float(value)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise InvalidParameter(spec.name, value, spec.allowed())
-    if spec.choices is not None and value not in spec.choices:
-        raise InvalidParameter(spec.name, value, spec.allowed())
-    if kind in (int, float):
-        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
-            raise InvalidParameter(spec.name, value, spec.allowed())
-    return value
+    def range_text(self) -> str | None:
+        """The allowed values as config/*.yaml writes them next to the key ("[0.1, 100.0]")."""
+        return self._setting.range_text()
 
 
 def validate_value(spec: ParameterSpec, value: Any) -> Any:
     """Return `value` (a float spec turns an int into a float) or raise InvalidParameter."""
-    if spec.value_type is list:
-        if not isinstance(value, (list, tuple)):
-            raise InvalidParameter(spec.name, value, spec.allowed())
-        return [_check_scalar(spec, spec.item_type, v) for v in value]
-    return _check_scalar(spec, spec.value_type, value)
+    try:
+        return spec._setting.check(value, spec.name)
+    except SettingError as exc:
+        raise InvalidParameter(spec.name, value, exc.allowed) from None
+
+
+def parameters_from(
+    config_class: type,
+    prefix: str = "",
+    *,
+    only: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> list[ParameterSpec]:
+    """A ParameterSpec for each setting of a core dataclass, named `prefix` + field name, with the
+    setting's default, description and allowed values. `only` (in that order) or `exclude` pick
+    the settings a node exposes; `defaults` replaces a default for this node (e.g. a directory).
+    A setting that may be None (`none=v`) is written `v`, which its range then includes."""
+    settings = settings_of(config_class)
+    exclude, defaults = set(exclude), dict(defaults or {})
+    unknown = (set(only or ()) | exclude | set(defaults)) - set(settings)
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no settings {sorted(unknown)}")
+    names = list(only) if only is not None else [n for n in settings if n not in exclude]
+    specs = []
+    for name in names:
+        s = settings[name]
+        low, gt, high, lt = s.min, s.gt, s.max, s.lt
+        if s.none is not None:  # the None spelling is a valid parameter value too
+            if (low is not None and s.none < low) or (gt is not None and s.none <= gt):
+                low, gt = s.none, None
+            if (high is not None and s.none > high) or (lt is not None and s.none >= lt):
+                high, lt = s.none, None
+        default = defaults.get(name, s.default)
+        specs.append(ParameterSpec(
+            prefix + name, s.none if default is None else default, s.description,
+            min=low, max=high, gt=gt, lt=lt, choices=s.choices, item_type=s.item_type,
+        ))
+    return specs
 
 
 def nest(values: Mapping[str, Any]) -> SimpleNamespace:
@@ -181,19 +190,25 @@ def _descriptor(spec: ParameterSpec, *, final: bool):
         return descriptor
     descriptor.type = array_ids[spec.item_type] if spec.value_type is list else type_ids[spec.value_type]
     descriptor.read_only = not spec.dynamic
-    if spec.choices is not None:
+    bounded = any(b is not None for b in (spec.min, spec.max, spec.gt, spec.lt))
+    if spec.choices is not None or (bounded and spec.value_type is list):
         descriptor.additional_constraints = spec.allowed()
-    elif spec.value_type in (int, float) and (spec.min is not None or spec.max is not None):
-        if spec.value_type is int:
-            low = int(spec.min) if spec.min is not None else -(2**63)
-            high = int(spec.max) if spec.max is not None else 2**63 - 1
-            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
-        else:
-            low = float(spec.min) if spec.min is not None else -math.inf
-            high = float(spec.max) if spec.max is not None else math.inf
-            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-    elif spec.value_type is list and (spec.min is not None or spec.max is not None):
-        descriptor.additional_constraints = spec.allowed()
+    elif bounded and spec.value_type is int:
+        low, high = -(2**63), 2**63 - 1
+        if spec.min is not None or spec.gt is not None:
+            low = int(spec.min) if spec.min is not None else math.floor(spec.gt) + 1
+        if spec.max is not None or spec.lt is not None:
+            high = int(spec.max) if spec.max is not None else math.ceil(spec.lt) - 1
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    elif bounded and spec.value_type is float:
+        # ROS ranges are inclusive: an exclusive bound is the range's end, and said in words.
+        low = spec.min if spec.min is not None else spec.gt if spec.gt is not None else -math.inf
+        high = spec.max if spec.max is not None else spec.lt if spec.lt is not None else math.inf
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+        ]
+        if spec.gt is not None or spec.lt is not None:
+            descriptor.additional_constraints = spec.allowed()
     return descriptor
 
 
@@ -267,201 +282,149 @@ def yaml_parameters(path: str | Path, node_key: str | None = None) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------------------------
-# policy_node. config/policy.yaml documents each of these in place; a test keeps them equal.
-# Topic names may contain "{role_name}", replaced by the role_name parameter.
+# The three nodes' lists. config/<node>.yaml documents each key in place; tests keep them equal.
+# Each list is built on first use (module __getattr__): it imports its node's cores (torch for the
+# trainer, highway-env for the simulator), which the other nodes must not pay for at start.
 # ----------------------------------------------------------------------------------------------
 _TOPIC = "topic name ({role_name} is replaced)"
 
-POLICY_NODE_PARAMETERS: list[ParameterSpec] = [
-    ParameterSpec(
-        "mode",
-        "train",
-        "train: exploration noise, action limiter, reward, transitions, resets; "
-        "deploy: deterministic actor only, brake without valid weights",
-        choices=("train", "deploy"),
-    ),
-    ParameterSpec(
-        "autostart",
-        True,
-        "configure and activate at start (plain `ros2 run`); false = wait for lifecycle transitions",
-    ),
-    ParameterSpec("role_name", "ego_vehicle", "CARLA role name of the ego vehicle"),
-    ParameterSpec("actor_id", "", "id of this car's transition stream; empty = the node's full name"),
-    ParameterSpec("camera_topic", "/carla/{role_name}/rgb_front/image", f"camera Image {_TOPIC}"),
-    ParameterSpec("odometry_topic", "/carla/{role_name}/odometry", f"Odometry {_TOPIC}"),
-    ParameterSpec("route_topic", "/carla/{role_name}/waypoints", f"route Path {_TOPIC} (transient local)"),
-    ParameterSpec("collision_topic", "/carla/{role_name}/collision", f"CarlaCollisionEvent {_TOPIC}"),
-    ParameterSpec(
-        "lane_invasion_topic", "/carla/{role_name}/lane_invasion", f"CarlaLaneInvasionEvent {_TOPIC}"
-    ),
-    ParameterSpec(
-        "output",
-        "carla",
-        "output adapter the commands go out through (av_td3_ros.ros.outputs): carla = "
-        "CarlaEgoVehicleControl on control_topic",
-        choices=("carla",),
-    ),
-    ParameterSpec(
-        "control_topic", "/carla/{role_name}/vehicle_control_cmd", f"CarlaEgoVehicleControl {_TOPIC}"
-    ),
-    ParameterSpec("transitions_topic", "/av_td3/transitions", "Transition topic (train mode)"),
-    ParameterSpec("weights_topic", "/av_td3/policy_weights", "PolicyWeights topic; empty = file only"),
-    ParameterSpec(
-        "reset_service",
-        "/av_td3/reset_episode",
-        "std_srvs/Trigger service that resets the episode "
-        "(train mode); empty or absent = just start a new episode",
-    ),
-    ParameterSpec("weights_file", "", "safetensors policy weights loaded at configure; empty = none"),
-    ParameterSpec(
-        "encoder_norm",
-        "layer",
-        "CNN normalization of the actor (must match the trainer)",
-        choices=("layer", "none"),
-    ),
-    ParameterSpec(
-        "max_weights_bytes",
-        32 * 1024 * 1024,
-        "largest accepted weights payload (bytes)",
-        min=1024,
-        max=1 << 30,
-    ),
-    ParameterSpec(
-        "torch_threads",
-        1,
-        "torch intra-op threads for inference, also used for OpenCV (1 keeps p99 low on a loaded machine)",
-        min=1,
-        max=64,
-    ),
-    ParameterSpec(
-        "exploration_noise", 0.1, "std of the Gaussian exploration noise (train mode)", min=0.0, max=1.0
-    ),
-    ParameterSpec(
-        "initial_action_limit",
-        0.6,
-        "action limit until the first weights bring the trainer's (train mode); 0 = none",
-        min=0.0,
-        max=1.0,
-    ),
-    ParameterSpec("seed", -1, "random seed for exploration; -1 = from the OS", min=-1),
-    ParameterSpec(
-        "sensor_timeout",
-        0.5,
-        "seconds (wall clock) without camera or odometry before the watchdog brakes",
-        min=0.01,
-        max=60.0,
-    ),
-    ParameterSpec(
-        "odometry_sync_timeout",
-        0.05,
-        "seconds (wall) a camera frame waits for the odometry of its own stamp before it is "
-        "answered with the latest odometry; 0 = never wait",
-        min=0.0,
-        max=1.0,
-    ),
-    ParameterSpec(
-        "event_grace",
-        0.1,
-        "seconds (wall) a step's transition waits for its tick's collision / lane invasion, which "
-        "the bridge publishes after the camera frame (the next frame releases it sooner)",
-        min=0.0,
-        max=5.0,
-    ),
-    ParameterSpec(
-        "control_rate",
-        20.0,
-        "Hz of the watchdog's brake commands while inputs are stale",
-        min=0.5,
-        max=1000.0,
-    ),
-    ParameterSpec(
-        "reset_timeout",
-        10.0,
-        "seconds to wait for the reset service before starting a new episode anyway",
-        min=0.1,
-        max=600.0,
-    ),
-    ParameterSpec(
-        "route_timeout",
-        5.0,
-        "seconds after the reset answer to wait for the new episode's route (CARLA's waypoint "
-        "publisher plans it a tick or more later) before starting on the current route",
-        min=0.0,
-        max=600.0,
-    ),
-    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=60.0),
-]
 
-# Reward and episode ends (av_td3_ros.perception.reward.RewardConfig; a test checks the names and
-# defaults equal RewardConfig's fields) and route following (KinematicsEncoder).
-POLICY_NODE_PARAMETERS += [
-    ParameterSpec(
-        "reward.target_speed", 8.33, "speed the car should hold (m/s); 8.33 = 30 km/h", min=0.1, max=100.0
-    ),
-    ParameterSpec(
-        "reward.speed_weight",
-        1.0,
-        "driving reward of a step at target speed, centred and aligned",
-        min=0.0,
-        max=1000.0,
-    ),
-    ParameterSpec(
-        "reward.lane_centering_weight",
-        0.5,
-        "share of the driving reward lost at |lateral offset| = max_lateral_offset",
-        min=0.0,
-        max=1.0,
-    ),
-    ParameterSpec(
-        "reward.heading_weight",
-        0.5,
-        "share of the driving reward lost at a 90 degree heading error",
-        min=0.0,
-        max=1.0,
-    ),
-    ParameterSpec(
-        "reward.collision_penalty",
-        10.0,
-        "subtracted on a collision (the episode terminates)",
-        min=0.0,
-        max=1e4,
-    ),
-    ParameterSpec(
-        "reward.lane_invasion_penalty", 0.5, "subtracted per lane invasion event", min=0.0, max=1e4
-    ),
-    ParameterSpec(
-        "reward.off_route_penalty", 10.0, "subtracted when the episode ends off the route", min=0.0, max=1e4
-    ),
-    ParameterSpec(
-        "reward.max_lateral_offset",
-        3.0,
-        "distance from the route (m) that ends the episode (off_route, terminated)",
-        min=0.1,
-        max=100.0,
-    ),
-    ParameterSpec(
-        "reward.stuck_speed",
-        0.5,
-        "forward speed (m/s) below which a step counts as stuck",
-        min=0.0,
-        max=100.0,
-    ),
-    ParameterSpec(
-        "reward.stuck_steps", 100, "consecutive stuck steps that end the episode (truncated)", min=1
-    ),
-    ParameterSpec("reward.max_episode_steps", 1000, "step limit per episode (truncated)", min=1),
-    ParameterSpec(
-        "kinematics.search_ahead",
-        30.0,
-        "metres of route searched ahead of the car's current segment when re-anchoring it each step",
-        min=1.0,
-        max=1000.0,
-    ),
-    ParameterSpec(
-        "kinematics.finish_distance",
-        2.0,
-        "metres before the route's end at which the route counts as finished (truncated)",
-        min=0.0,
-        max=100.0,
-    ),
-]
+def _policy_node_parameters() -> list[ParameterSpec]:
+    """policy_node. Topic names may contain "{role_name}", replaced by the role_name parameter."""
+    from av_td3_ros.learning.config import TD3Config
+    from av_td3_ros.perception.kinematics import KinematicsConfig
+    from av_td3_ros.perception.reward import RewardConfig
+
+    P = ParameterSpec
+    return [
+        P("mode", "train",
+          "train: exploration noise, action limiter, reward, transitions, resets; "
+          "deploy: deterministic actor only, brake without valid weights", choices=("train", "deploy")),
+        P("autostart", True,
+          "configure and activate at start (plain `ros2 run`); false = wait for lifecycle transitions"),
+        P("role_name", "ego_vehicle", "CARLA role name of the ego vehicle"),
+        P("actor_id", "", "id of this car's transition stream; empty = the node's full name"),
+        P("camera_topic", "/carla/{role_name}/rgb_front/image", f"camera Image {_TOPIC}"),
+        P("odometry_topic", "/carla/{role_name}/odometry", f"Odometry {_TOPIC}"),
+        P("route_topic", "/carla/{role_name}/waypoints", f"route Path {_TOPIC} (transient local)"),
+        P("collision_topic", "/carla/{role_name}/collision", f"CarlaCollisionEvent {_TOPIC}"),
+        P("lane_invasion_topic", "/carla/{role_name}/lane_invasion", f"CarlaLaneInvasionEvent {_TOPIC}"),
+        P("output", "carla", "output adapter the commands go out through (av_td3_ros.ros.outputs): "
+          "carla = CarlaEgoVehicleControl on control_topic", choices=("carla",)),
+        P("control_topic", "/carla/{role_name}/vehicle_control_cmd", f"CarlaEgoVehicleControl {_TOPIC}"),
+        P("transitions_topic", "/av_td3/transitions", "Transition topic (train mode)"),
+        P("weights_topic", "/av_td3/policy_weights", "PolicyWeights topic; empty = file only"),
+        P("reset_service", "/av_td3/reset_episode",
+          "std_srvs/Trigger service that resets the episode (train mode); empty or absent = just start "
+          "a new episode"),
+        P("weights_file", "", "safetensors policy weights loaded at configure; empty = none"),
+        P("encoder_norm", "layer", "CNN normalization of the actor (must match the trainer)",
+          choices=("layer", "none")),
+        P("max_weights_bytes", 32 * 1024 * 1024, "largest accepted weights payload (bytes)",
+          min=1024, max=1 << 30),
+        P("torch_threads", 1,
+          "torch intra-op threads for inference, also used for OpenCV (1 keeps p99 low on a loaded machine)",
+          min=1, max=64),
+        *parameters_from(TD3Config, only=("exploration_noise",)),
+        P("initial_action_limit", 0.6,
+          "action limit until the first weights bring the trainer's (train mode); 0 = none",
+          min=0.0, max=1.0),
+        P("seed", -1, "random seed for exploration; -1 = from the OS", min=-1),
+        P("sensor_timeout", 0.5, "seconds (wall clock) without camera or odometry before the watchdog brakes",
+          min=0.01, max=60.0),
+        P("odometry_sync_timeout", 0.05,
+          "seconds (wall) a camera frame waits for the odometry of its own stamp before it is answered "
+          "with the latest odometry; 0 = never wait", min=0.0, max=1.0),
+        P("event_grace", 0.1,
+          "seconds (wall) a step's transition waits for its tick's collision / lane invasion, which the "
+          "bridge publishes after the camera frame (the next frame releases it sooner)", min=0.0, max=5.0),
+        P("control_rate", 20.0, "Hz of the watchdog's brake commands while inputs are stale",
+          min=0.5, max=1000.0),
+        P("reset_timeout", 10.0, "seconds to wait for the reset service before starting a new episode anyway",
+          min=0.1, max=600.0),
+        P("route_timeout", 5.0,
+          "seconds after the reset answer to wait for the new episode's route (CARLA's waypoint publisher "
+          "plans it a tick or more later) before starting on the current route", min=0.0, max=600.0),
+        P("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=60.0),
+        # Reward and episode ends; route following for the kinematic inputs.
+        *parameters_from(RewardConfig, "reward."),
+        *parameters_from(KinematicsConfig, "kinematics.", only=("search_ahead", "finish_distance")),
+    ]
+
+
+def _trainer_node_parameters() -> list[ParameterSpec]:
+    """trainer_node. `TrainingServiceConfig.from_namespace(values)` turns the values into the
+    core's config; `seed` is the learner's and the replay's."""
+    from av_td3_ros.learning.config import TD3Config
+    from av_td3_ros.learning.ingest import IngestConfig
+    from av_td3_ros.learning.training_service import TrainingServiceConfig
+
+    P = ParameterSpec
+    return [
+        P("transitions_topic", "/av_td3/transitions", "av_td3_msgs/Transition input (RELIABLE depth 1000)"),
+        P("weights_topic", "/av_td3/policy_weights",
+          "av_td3_msgs/PolicyWeights output (RELIABLE TRANSIENT_LOCAL depth 1)"),
+        P("status_topic", "/av_td3/training_status", "av_td3_msgs/TrainingStatus output (no header)"),
+        P("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray output"),
+        P("executor", "events",
+          "rclpy executor: events (rclpy.experimental.EventsExecutor, measured faster) or single_threaded",
+          choices=("events", "single_threaded")),
+        P("status_period", 1.0, "seconds between TrainingStatus messages", min=0.05, max=3600.0),
+        P("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=3600.0),
+        P("torch_threads", 0, "torch intra-op threads for the learner (0 = torch's default)",
+          min=0, max=1024),
+        P("seed", -1, "seed for the learner and replay sampling (-1 = random)", min=-1, max=2**31 - 1),
+        # The node's own defaults for where it writes; the core's are "" (nothing written).
+        *parameters_from(TrainingServiceConfig, exclude=("lag_window",),
+                         defaults={"checkpoint_dir": "checkpoints/trainer", "log_dir": "runs/trainer"}),
+        *parameters_from(IngestConfig, "ingest.",
+                         exclude=("frame_height", "frame_width", "episode_length_history")),
+        # The policy node owns exploration; the frame stack and the action bound are fixed by the nodes.
+        *parameters_from(TD3Config, "td3.", exclude=("exploration_noise", "max_action", "in_frames")),
+    ]
+
+
+_SIM_SHARES_WITH_POLICY = ("role_name", "camera_topic", "odometry_topic", "route_topic", "collision_topic",
+                           "lane_invasion_topic", "control_topic", "reset_service")
+
+
+def _sim_node_parameters() -> list[ParameterSpec]:
+    """sim_node. The bridge-side topic names and the reset service are the policy node's own specs,
+    so the two ends of every topic share one default. `SimConfig.from_namespace(values)`."""
+    from av_td3_ros.sim.simulator import SimConfig
+
+    by_name = {spec.name: spec for spec in __getattr__("POLICY_NODE_PARAMETERS")}
+    P = ParameterSpec
+    return [
+        *(by_name[name] for name in _SIM_SHARES_WITH_POLICY),
+        P("status_topic", "/carla/status", "carla_msgs/CarlaStatus topic, one per tick"),
+        P("publish_clock", True, "publish /clock (sim time) every tick, like the bridge"),
+        *parameters_from(SimConfig, only=("seed", "image_width", "image_height", "view_width_m",
+                                          "fixed_delta_seconds", "traffic", "random_start", "initial_speed")),
+        P("control_timeout", 1.0,
+          "wall seconds a tick waits for the control of its frame before going on with the last control "
+          "(the bridge's synchronous_mode_wait_for_vehicle_control_command)", min=0.01, max=60.0),
+        P("route_length_m", 1500.0,
+          "length of the route published after each reset [m] (the circuit is closed: longer than a lap "
+          "is fine; a route that runs out ends the episode)", min=10.0),
+        P("route_spacing_m", 2.0, "distance between route waypoints [m]", min=0.1, max=50.0),
+        P("realtime", False,
+          "pace ticks to fixed_delta_seconds of wall time (to watch it in rqt); false = as fast as the "
+          "controls come back"),
+        P("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=60.0),
+    ]
+
+
+_NODE_PARAMETERS = {
+    "POLICY_NODE_PARAMETERS": _policy_node_parameters,
+    "TRAINER_NODE_PARAMETERS": _trainer_node_parameters,
+    "SIM_NODE_PARAMETERS": _sim_node_parameters,
+}
+
+
+def __getattr__(name: str) -> list[ParameterSpec]:
+    build = _NODE_PARAMETERS.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    specs = globals()[name] = build()
+    return specs

@@ -31,6 +31,7 @@ from highway_env.road.lane import LineType
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
+from av_td3_ros.config_schema import Settings, setting
 from av_td3_ros.sim.render import TopDownRenderer
 
 ENV_ID = "racetrack-v1"
@@ -47,7 +48,7 @@ def _wrap(angle: float) -> float:
 
 
 @dataclass
-class SimConfig:
+class SimConfig(Settings):
     """Everything that shapes the embedded simulation. Defaults are the demo's defaults.
 
     Step period: 0.2 s (5 Hz). At racetrack speeds (5-10 m/s) one tick moves the car 1-2 m, a few
@@ -57,40 +58,46 @@ class SimConfig:
     transitions, inference and ROS traffic per second of driving for nearly identical frames.
     """
 
-    image_width: int = 400
-    image_height: int = 300
-    # Zoom: metres of ground across the image width (height follows the aspect ratio).
+    image_width: int = setting(400, "camera image width [px]", min=8, max=4096)
+    image_height: int = setting(300, "camera image height [px]", min=8, max=4096)
     # 40 m -> 10 px/m at 400 px (15 m visible ahead), 2.1 px/m at 84 px (20 m ahead).
-    view_width_m: float = 40.0
-    # Where the ego sits in the image, as fractions of (width, height) from the top-left corner.
-    ego_anchor: tuple[float, float] = (0.5, 0.5)
-    fixed_delta_seconds: float = 0.2  # one tick = one control (CARLA synchronous mode)
-    simulation_frequency: float = 15.0  # physics substeps per second; 3 per tick (highway-env's default)
-    traffic: int = 0  # other (IDM) vehicles; 0 keeps the learning problem to lane keeping
-    seed: int | None = 0  # used by the first reset() without an explicit seed
-    max_speed: float = 12.0  # full-throttle asymptote [m/s]; the track's speed limit is 10
-    # [m/s] highway-env's own spawn speed (the lane's limit), at which FACTS measured random ~7-9
-    # steps. A slow start lets a random or untrained policy brake to a standstill and "survive"
+    view_width_m: float = setting(40.0, "metres of ground across the image width", min=1.0)
+    ego_anchor: tuple[float, float] = setting(
+        (0.5, 0.5), "where the ego sits in the image, as fractions of (width, height) from the top-left",
+        min=0.0, max=1.0,
+    )
+    fixed_delta_seconds: float = setting(
+        0.2, "simulated seconds per tick (one control per tick, CARLA's synchronous mode); times the "
+        "15 Hz physics it must be a whole number of substeps", min=0.05, max=1.0,
+    )
+    simulation_frequency: float = setting(15.0, "physics substeps per second (highway-env's default)", gt=0.0)
+    # 0 keeps the learning problem to lane keeping.
+    traffic: int = setting(0, "other (IDM) cars on the circuit", min=0, max=20)
+    seed: int = setting(0, "seed of the first reset (later resets continue its random stream)", min=0)
+    # The track's speed limit is 10.
+    max_speed: float = setting(12.0, "full-throttle asymptote [m/s]", gt=0.0)
+    # highway-env's own spawn speed (the lane's limit), at which FACTS measured random ~7-9 steps.
+    # A slow start lets a random or untrained policy brake to a standstill and "survive"
     # (measured: 5 m/s gives random episodes of ~117 steps, 10 m/s ~19), which hides whether it steers.
-    initial_speed: float = 10.0
-    max_accel: float = 5.0  # full throttle at standstill [m/s^2] (highway-env's action range)
-    max_brake_decel: float = 6.0  # full brake [m/s^2]
-    rolling_decel: float = 0.3  # coasting deceleration [m/s^2], so zero throttle slows down like a car
-    max_steer_rad: float = math.pi / 4  # wheel angle at |steer| = 1 (highway-env's steering range)
-    random_start: bool = False  # False: highway-env's start (first straight); True: anywhere on the circuit
+    initial_speed: float = setting(10.0, "ego speed at each reset [m/s]", min=0.0, max=12.0)
+    max_accel: float = setting(
+        5.0, "full throttle at standstill [m/s^2] (highway-env's action range)", gt=0.0
+    )
+    max_brake_decel: float = setting(6.0, "full brake [m/s^2]", gt=0.0)
+    # So that zero throttle slows down like a car.
+    rolling_decel: float = setting(0.3, "coasting deceleration [m/s^2]", min=0.0)
+    max_steer_rad: float = setting(
+        math.pi / 4, "wheel angle at |steer| = 1 [rad] (highway-env's steering range)", gt=0.0
+    )
+    random_start: bool = setting(
+        False, "start each episode anywhere on the circuit (false: highway-env's start)"
+    )
 
-    def __post_init__(self) -> None:
-        if self.image_width < 8 or self.image_height < 8:
-            raise ValueError("image must be at least 8x8")
-        if self.view_width_m <= 0 or self.fixed_delta_seconds <= 0 or self.simulation_frequency <= 0:
-            raise ValueError("view_width_m, fixed_delta_seconds and simulation_frequency must be > 0")
+    def validate(self) -> None:
+        super().validate()
         n = self.fixed_delta_seconds * self.simulation_frequency
-        if abs(n - round(n)) > 1e-6 or round(n) < 1:
-            raise ValueError("fixed_delta_seconds * simulation_frequency must be a whole number >= 1")
-        if not all(0.0 <= f <= 1.0 for f in self.ego_anchor):
-            raise ValueError("ego_anchor fractions must be within [0, 1]")
-        if self.traffic < 0 or self.max_speed <= 0 or self.initial_speed < 0:
-            raise ValueError("traffic, max_speed and initial_speed must be non-negative (max_speed > 0)")
+        self.require("fixed_delta_seconds", abs(n - round(n)) <= 1e-6 and round(n) >= 1,
+                     f"times simulation_frequency ({self.simulation_frequency}) must be a whole number >= 1")
 
     @property
     def substeps(self) -> int:
