@@ -198,7 +198,9 @@ class CommandGate:
         return True, f"released ({released})"
 
     # --- the gate -------------------------------------------------------------------------------
-    def update(self, now: float, steering_angle: float, acceleration: float, current_speed: float) -> GateResult:
+    def update(
+        self, now: float, steering_angle: float, acceleration: float, current_speed: float
+    ) -> GateResult:
         """Gate one command: the desired road-wheel angle [rad, + left] and acceleration
         [m/s^2] (from `vehicle.conversion`), the measured speed [m/s] (NaN if unknown)."""
         hits: list[str] = []
