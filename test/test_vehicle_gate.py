@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from av_td3_ros.vehicle import COUNTERS, CommandGate, GateLimits, VehicleParameters
+from av_td3_ros.vehicle import COUNTERS, CommandGate, GateLimits, VehicleParameters, gear_for
 
 LIMITS = GateLimits()
 HEARTBEAT_LIMITS = GateLimits(heartbeat_timeout=0.3)
@@ -371,3 +371,11 @@ def test_estop_and_heartbeat_loss_bring_the_commanded_speed_to_zero_along_the_bo
 
 def test_every_counter_is_reported():
     assert set(CommandGate().counters) == set(COUNTERS)
+
+
+def test_park_only_while_holding_and_the_car_has_stopped():
+    assert gear_for("holding", 0.05) == "park"
+    assert gear_for("holding", 0.5) == "drive"  # commanded 0, still rolling
+    assert gear_for("stopping", 0.0) == "drive"
+    assert gear_for("driving", 0.0) == "drive"  # standing in traffic is not parking
+    assert gear_for("holding", math.nan) == "drive"

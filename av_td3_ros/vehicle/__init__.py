@@ -18,7 +18,7 @@ from av_td3_ros.vehicle.conversion import (
     steering_angle,
     to_vehicle_command,
 )
-from av_td3_ros.vehicle.gate import COUNTERS, CommandGate, GateLimits, GateResult
+from av_td3_ros.vehicle.gate import COUNTERS, CommandGate, GateLimits, GateResult, gear_for
 from av_td3_ros.vehicle.parameters import VehicleParameters
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "VehicleParameters",
     "acceleration",
     "curvature",
+    "gear_for",
     "pedals_from_targets",
     "rate_of_change",
     "sanitize_pedals",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 from av_td3_ros.vehicle.conversion import VehicleCommand
 from av_td3_ros.vehicle.parameters import VehicleParameters
 
-__all__ = ["COUNTERS", "CommandGate", "GateLimits", "GateResult"]
+__all__ = ["COUNTERS", "CommandGate", "GateLimits", "GateResult", "gear_for"]
 
 DRIVING, STOPPING, HOLDING = "driving", "stopping", "holding"
 ESTOP, HEARTBEAT_LOST, WAITING_FOR_HEARTBEAT = "estop", "heartbeat_lost", "waiting_for_heartbeat"
@@ -343,3 +343,13 @@ class CommandGate:
             speed=speed,
             jerk=(accel - prev.acceleration) / dt,
         )
+
+
+def gear_for(state: str, measured_speed: float, standstill_speed: float = 0.1) -> str:
+    """The gear to command next to a gated command: "park" only while the gate holds (a stop is
+    active and the commanded speed is 0) AND the measured speed is below `standstill_speed`
+    [m/s]; "drive" otherwise. An unknown (non-finite) speed never parks."""
+    speed = _finite_or_none(measured_speed)
+    if state == HOLDING and speed is not None and abs(speed) < standstill_speed:
+        return "park"
+    return "drive"
