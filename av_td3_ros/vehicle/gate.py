@@ -26,8 +26,9 @@ While stopped the output ignores the policy:
   acceleration ramps at stop_jerk to -stop_deceleration and stays there (default -2.5 m/s^2 at
   1.5 m/s^3, Autoware's mrm_emergency_stop_operator profile); one that was braking harder eases
   to -stop_deceleration at stop_jerk;
-- the commanded speed integrates that acceleration from the previous commanded speed,
-  speed = max(previous speed + acceleration * dt, 0), down to 0, and holds 0.
+- the commanded speed integrates the braking part of that acceleration from the previous
+  commanded speed, speed = max(previous speed + min(acceleration, 0) * dt, 0): it never rises
+  during a stop, reaches 0 and holds 0.
 After a release the output moves from where the stop left it to the policy's command within the
 same limits.
 
@@ -298,7 +299,8 @@ class CommandGate:
             a = max(a - lim.stop_jerk * dt, target)
         elif a < target:
             a = min(a + lim.stop_jerk * dt, target)
-        speed = _clip(prev.speed + a * dt, 0.0, lim.max_speed)
+        # Never a higher speed target once stopping, even while the throttle is still being cut.
+        speed = _clip(prev.speed + min(a, 0.0) * dt, 0.0, lim.max_speed)
         return VehicleCommand(prev.steering_angle, 0.0, a, speed, (a - prev.acceleration) / dt)
 
     def _drive_step(self, dt, desired_angle, desired_accel, measured, hits) -> VehicleCommand:
