@@ -2,10 +2,12 @@
 
     av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
     av-td3 drive --weights FILE [--episodes K] [--out drive.gif]
+    av-td3 export --weights FILE.safetensors --onnx FILE.onnx [--norm layer|none]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
-simulator and saves the camera view as an animated GIF.
+simulator and saves the camera view as an animated GIF; `export` writes the policy (encoder +
+actor) as an ONNX file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     drive.add_argument("--episode-steps", type=_positive(int), default=300)
     drive.add_argument("--seed", type=int, default=0)
     drive.add_argument("--out", default="", help="GIF path (default runs/drive-<date>-<time>.gif)")
+    export = sub.add_parser("export", help="export a weights file as an ONNX policy for onnxruntime")
+    export.add_argument("--weights", required=True, help="safetensors policy weights")
+    export.add_argument("--onnx", required=True, help="output .onnx path (written atomically)")
+    export.add_argument("--norm", choices=("layer", "none"), default="layer",
+                        help="the CNN's normalization the weights were trained with (layer)")
     return parser
 
 
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             sim=_key_values(args.sim_param),
         )
         sys.exit(run_demo(opts))
+    if args.command == "export":
+        sys.exit(export_onnx_file(args.weights, args.onnx, args.norm))
     sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out))
 
 
@@ -135,6 +144,35 @@ def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) 
             f"collisions {e.collisions}, ended by {e.end}"
         )
     print(f"camera view: {path} ({len(frames)} frames)")
+    return 0
+
+
+def export_onnx_file(weights: str, onnx_path: str, norm: str) -> int:
+    from av_td3_ros.deploy.onnx_policy import (
+        INPUT_FRAMES,
+        INPUT_KINEMATICS,
+        NORMALIZATION,
+        OUTPUT_ACTION,
+        export_onnx,
+    )
+    from av_td3_ros.ros.runtime import WeightsRejected
+
+    try:
+        report = export_onnx(weights, onnx_path, norm=norm)
+    except WeightsRejected as exc:
+        print(f"av-td3 export: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:
+        print(f"av-td3 export: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {report.path} ({report.bytes / 1e6:.1f} MB, opset {report.opset}) from weights version "
+        f"{report.version} (sha256 {report.weights_sha256[:12]})\n"
+        f"  inputs: {INPUT_FRAMES} uint8 [batch, 4, 84, 84], {INPUT_KINEMATICS} float32 [batch, 23]; "
+        f"output: {OUTPUT_ACTION} float32 [batch, 2]\n"
+        f"  normalization: {NORMALIZATION}\n"
+        f"  onnxruntime vs torch on the check inputs: max |difference| {report.max_abs_difference:.2e}"
+    )
     return 0
 
 
