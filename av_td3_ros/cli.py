@@ -155,7 +155,7 @@ def export_onnx_file(weights: str, onnx_path: str, norm: str) -> int:
         OUTPUT_ACTION,
         export_onnx,
     )
-    from av_td3_ros.ros.runtime import WeightsRejected
+    from av_td3_ros.driving.runtime import WeightsRejected
 
     try:
         report = export_onnx(weights, onnx_path, norm=norm)

@@ -73,9 +73,9 @@ def main() -> None:
     import torch
 
     from av_td3_ros.deploy.onnx_policy import OnnxPolicyRuntime, export_onnx
+    from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
     from av_td3_ros.learning.weights import encode_policy_weights
     from av_td3_ros.model import PolicyNetwork
-    from av_td3_ros.ros.runtime import PolicyRuntime, load_weights_file
 
     busy = _busy_share()
     with tempfile.TemporaryDirectory(prefix="av_td3_bench_onnx-") as directory:

@@ -13,10 +13,10 @@ from onnx import numpy_helper
 from av_td3_ros.cli import main
 from av_td3_ros.demo.evaluation import evaluate
 from av_td3_ros.deploy.onnx_policy import FORMAT, OnnxPolicyRuntime
+from av_td3_ros.driving.runtime import PolicyRuntime, WeightsRejected, load_weights_file
 from av_td3_ros.learning.weights import encode_policy_weights
 from av_td3_ros.model import PolicyNetwork
 from av_td3_ros.perception.reward import RewardConfig
-from av_td3_ros.ros.runtime import PolicyRuntime, WeightsRejected, load_weights_file
 
 ATOL = 1e-4
 

@@ -83,7 +83,7 @@ def export_onnx(weights_path: str | Path, onnx_path: str | Path, norm: str = "la
     import onnx
     import torch
 
-    from av_td3_ros.ros.runtime import PolicyRuntime, load_weights_file
+    from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
 
     weights_path, onnx_path = Path(weights_path), Path(onnx_path)
     runtime = PolicyRuntime(norm=norm)

@@ -507,6 +507,7 @@ class PolicyNode(LifecycleNode):
             "compute_ms_p99": self.compute_ms.percentile(99),
             "inference_ms_p99": self.inference_ms.percentile(99),
             "last_weights_rejection": self.last_rejection,
+            **(self.output.diagnostics() if self.output is not None else {}),
             **self.counters,
         }
         status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]

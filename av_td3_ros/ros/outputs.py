@@ -25,7 +25,9 @@ from av_td3_ros.driving.state import VehicleState
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import control_to_message
 
-__all__ = ["OUTPUTS", "CarlaOutput", "OutputAdapter"]
+__all__ = [
+    "OUTPUTS", "AckermannOutput", "AutowareOutput", "CarlaOutput", "OutputAdapter", "VehicleStackOutput",
+]
 
 
 class OutputAdapter:
@@ -37,6 +39,10 @@ class OutputAdapter:
 
     def publish(self, command: ControlCommand, stamp, state: VehicleState | None) -> None:
         raise NotImplementedError
+
+    def diagnostics(self) -> dict:
+        """Extra /diagnostics values (e.g. the gate's counters)."""
+        return {}
 
 
 class CarlaOutput(OutputAdapter):
@@ -58,4 +64,156 @@ class CarlaOutput(OutputAdapter):
         self.publisher.publish(control_to_message(command, stamp, self.role_name))
 
 
-OUTPUTS: dict[str, type[OutputAdapter]] = {CarlaOutput.name: CarlaOutput}
+class VehicleStackOutput(OutputAdapter):
+    """Base of the vehicle-stack outputs: the pedal command becomes physical targets (steering
+    angle + left, signed acceleration, speed target = measured speed + a * dt; the `vehicle.*`
+    parameters, av_td3_ros.vehicle), and in deploy mode every command passes the CommandGate
+    (`gate.*`: steering angle and rate, acceleration, jerk and speed limits; a latched e-stop on
+    `estop_topic`, an optional heartbeat on `heartbeat_topic`, a stop ramp to standstill, then
+    hold; `~/release_stop` (std_srvs/Trigger) releases a latched stop). dt is the time between
+    the stamps of two commands (the frames' sim time), within [0.01, 0.5] s."""
+
+    def __init__(self, node, topic: Callable[[str], str]):
+        super().__init__(node, topic)
+        from std_msgs.msg import Bool, Empty
+        from std_srvs.srv import Trigger
+
+        from av_td3_ros.vehicle import CommandGate, GateLimits, VehicleParameters
+
+        p = node.p
+        self.vehicle = VehicleParameters.from_namespace(p.vehicle)
+        self.gate = None
+        if p.mode == "deploy":
+            self.gate = CommandGate(GateLimits.for_vehicle(self.vehicle, **vars(p.gate)))
+            self.entities += [
+                node.create_subscription(Bool, topic("estop_topic"), self._on_estop, qos.ESTOP_QOS),
+                node.create_service(Trigger, "~/release_stop", self._on_release),
+            ]
+            if self.gate.limits.heartbeat_timeout > 0:
+                self.entities.append(node.create_subscription(
+                    Empty, topic("heartbeat_topic"), self._on_heartbeat, qos.SCALAR_QOS))
+        self._previous = None  # the last VehicleCommand sent
+        self._previous_stamp_ns = None
+
+    def _on_estop(self, msg) -> None:
+        self.gate.estop(msg.data, self._now())
+
+    def _on_heartbeat(self, msg) -> None:
+        self.gate.heartbeat(self._now())
+
+    def _on_release(self, request, response):
+        response.success, response.message = self.gate.release(self._now())
+        self.node.get_logger().warning(f"release of the latched stop requested: {response.message}")
+        return response
+
+    @staticmethod
+    def _now() -> float:
+        import time
+
+        return time.monotonic()
+
+    def targets(self, command: ControlCommand, stamp, state: VehicleState | None):
+        """(VehicleCommand, gear "drive"/"park") for one pedal command."""
+        from av_td3_ros.vehicle import (
+            VehicleCommand,
+            acceleration,
+            gear_for,
+            steering_angle,
+            to_vehicle_command,
+        )
+
+        stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        dt = 0.05 if self._previous_stamp_ns is None else (stamp_ns - self._previous_stamp_ns) * 1e-9
+        dt = min(max(dt, 0.01), 0.5)
+        self._previous_stamp_ns = stamp_ns
+        speed = state.forward_speed if state is not None else float("nan")
+        gear = "drive"
+        if self.gate is None:
+            result = to_vehicle_command(command, 0.0 if state is None else max(speed, 0.0), dt, self.vehicle,
+                                        self._previous)
+        else:
+            gated = self.gate.update(self._now(), steering_angle(command.steer, self.vehicle),
+                                     acceleration(command.throttle, command.brake, self.vehicle), speed)
+            result, gear = gated.command, gear_for(gated.state, speed)
+        values = (result.steering_angle, result.steering_rate, result.acceleration, result.speed, result.jerk)
+        self._previous = VehicleCommand(*(float(v) for v in values))
+        return self._previous, gear
+
+    def diagnostics(self) -> dict:
+        if self.gate is None:
+            return {}
+        now = self._now()
+        return {"gate_state": self.gate.state, "gate_latched": ",".join(self.gate.latched) or "none",
+                "gate_heartbeat_age_s": self.gate.heartbeat_age(now),
+                **{f"gate_{k}": v for k, v in self.gate.counters.items()}}
+
+
+class AckermannOutput(VehicleStackOutput):
+    """ackermann_msgs/AckermannDriveStamped on `ackermann_topic` (what carla_ackermann_control,
+    F1TENTH-style and many research stacks take). `acceleration` is SIGNED (< 0 brakes), as
+    carla_ackermann_control reads it; jerk 0 means "as fast as possible" in ackermann_msgs, so
+    the gated jerk is sent as its magnitude (never 0 while the gate limits it)."""
+
+    name = "ackermann"
+
+    def __init__(self, node, topic: Callable[[str], str]):
+        super().__init__(node, topic)
+        from ackermann_msgs.msg import AckermannDriveStamped
+
+        self.message = AckermannDriveStamped
+        self.frame_id = f"{node.p.role_name}"
+        self.publisher = node.create_lifecycle_publisher(AckermannDriveStamped, topic("ackermann_topic"),
+                                                         qos.CONTROL_QOS)
+        self.entities.append(self.publisher)
+
+    def publish(self, command: ControlCommand, stamp, state: VehicleState | None) -> None:
+        target, _ = self.targets(command, stamp, state)
+        msg = self.message()
+        msg.header.stamp, msg.header.frame_id = stamp, self.frame_id
+        msg.drive.steering_angle = target.steering_angle
+        msg.drive.steering_angle_velocity = abs(target.steering_rate)
+        msg.drive.speed = target.speed
+        msg.drive.acceleration = target.acceleration
+        msg.drive.jerk = abs(target.jerk)
+        self.publisher.publish(msg)
+
+
+class AutowareOutput(VehicleStackOutput):
+    """autoware_control_msgs/Control on `autoware_control_topic` (steering_tire_angle + left,
+    velocity target, signed acceleration and jerk, all defined) and
+    autoware_vehicle_msgs/GearCommand on `autoware_gear_topic` (DRIVE, PARK while the gate holds
+    the car at standstill)."""
+
+    name = "autoware"
+
+    def __init__(self, node, topic: Callable[[str], str]):
+        super().__init__(node, topic)
+        from autoware_control_msgs.msg import Control
+        from autoware_vehicle_msgs.msg import GearCommand
+
+        self.control, self.gear = Control, GearCommand
+        self.publisher = node.create_lifecycle_publisher(Control, topic("autoware_control_topic"),
+                                                         qos.CONTROL_QOS)
+        self.gear_publisher = node.create_lifecycle_publisher(GearCommand, topic("autoware_gear_topic"),
+                                                              qos.CONTROL_QOS)
+        self.entities += [self.publisher, self.gear_publisher]
+
+    def publish(self, command: ControlCommand, stamp, state: VehicleState | None) -> None:
+        target, gear = self.targets(command, stamp, state)
+        msg = self.control()
+        msg.stamp = msg.control_time = stamp
+        msg.lateral.stamp = msg.lateral.control_time = stamp
+        msg.lateral.steering_tire_angle = target.steering_angle
+        msg.lateral.steering_tire_rotation_rate = target.steering_rate
+        msg.lateral.is_defined_steering_tire_rotation_rate = True
+        msg.longitudinal.stamp = msg.longitudinal.control_time = stamp
+        msg.longitudinal.velocity = target.speed
+        msg.longitudinal.acceleration = target.acceleration
+        msg.longitudinal.jerk = target.jerk
+        msg.longitudinal.is_defined_acceleration = msg.longitudinal.is_defined_jerk = True
+        self.publisher.publish(msg)
+        self.gear_publisher.publish(self.gear(stamp=stamp, command=self.gear.PARK if gear == "park"
+                                              else self.gear.DRIVE))
+
+
+OUTPUTS = {cls.name: cls for cls in (CarlaOutput, AckermannOutput, AutowareOutput)}

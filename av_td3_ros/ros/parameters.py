@@ -289,11 +289,17 @@ def yaml_parameters(path: str | Path, node_key: str | None = None) -> dict[str, 
 _TOPIC = "topic name ({role_name} is replaced)"
 
 
+# The gate's own limits; its steering angle and acceleration ranges are the vehicle's.
+GATE_PARAMETERS = ("max_steering_rate", "max_jerk", "max_speed", "stop_deceleration", "stop_jerk",
+                   "heartbeat_timeout")
+
+
 def _policy_node_parameters() -> list[ParameterSpec]:
     """policy_node. Topic names may contain "{role_name}", replaced by the role_name parameter."""
     from av_td3_ros.learning.config import TD3Config
     from av_td3_ros.perception.kinematics import KinematicsConfig
     from av_td3_ros.perception.reward import RewardConfig
+    from av_td3_ros.vehicle import GateLimits, VehicleParameters
 
     P = ParameterSpec
     return [
@@ -310,8 +316,19 @@ def _policy_node_parameters() -> list[ParameterSpec]:
         P("collision_topic", "/carla/{role_name}/collision", f"CarlaCollisionEvent {_TOPIC}"),
         P("lane_invasion_topic", "/carla/{role_name}/lane_invasion", f"CarlaLaneInvasionEvent {_TOPIC}"),
         P("output", "carla", "output adapter the commands go out through (av_td3_ros.ros.outputs): "
-          "carla = CarlaEgoVehicleControl on control_topic", choices=("carla",)),
+          "carla = CarlaEgoVehicleControl on control_topic; ackermann = AckermannDriveStamped on "
+          "ackermann_topic; autoware = Control + GearCommand", choices=("carla", "ackermann", "autoware")),
         P("control_topic", "/carla/{role_name}/vehicle_control_cmd", f"CarlaEgoVehicleControl {_TOPIC}"),
+        P("ackermann_topic", "/carla/{role_name}/ackermann_cmd",
+          f"ackermann_msgs/AckermannDriveStamped {_TOPIC} (output ackermann)"),
+        P("autoware_control_topic", "/control/command/control_cmd",
+          f"autoware_control_msgs/Control {_TOPIC} (output autoware)"),
+        P("autoware_gear_topic", "/control/command/gear_cmd",
+          f"autoware_vehicle_msgs/GearCommand {_TOPIC} (output autoware)"),
+        P("estop_topic", "~/estop",
+          f"std_msgs/Bool e-stop {_TOPIC} (latched; deploy mode, vehicle-stack outputs)"),
+        P("heartbeat_topic", "~/heartbeat",
+          f"std_msgs/Empty heartbeat {_TOPIC} (deploy mode, when gate.heartbeat_timeout > 0)"),
         P("transitions_topic", "/av_td3/transitions", "Transition topic (train mode)"),
         P("weights_topic", "/av_td3/policy_weights", "PolicyWeights topic; empty = file only"),
         P("reset_service", "/av_td3/reset_episode",
@@ -349,6 +366,9 @@ def _policy_node_parameters() -> list[ParameterSpec]:
         # Reward and episode ends; route following for the kinematic inputs.
         *parameters_from(RewardConfig, "reward."),
         *parameters_from(KinematicsConfig, "kinematics.", only=("search_ahead", "finish_distance")),
+        # The car behind the pedals and the deploy-mode command gate (vehicle-stack outputs).
+        *parameters_from(VehicleParameters, "vehicle."),
+        *parameters_from(GateLimits, "gate.", only=GATE_PARAMETERS),
     ]
 
 

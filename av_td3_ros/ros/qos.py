@@ -26,6 +26,7 @@ __all__ = [
     "CAMERA_QOS",
     "CONTROL_QOS",
     "DIAGNOSTICS_QOS",
+    "ESTOP_QOS",
     "EVENT_QOS",
     "ROUTE_QOS",
     "SCALAR_QOS",
@@ -56,6 +57,8 @@ ROUTE_QOS = _profile(1, latched=True)
 WEIGHTS_QOS = _profile(1, latched=True)
 TRANSITIONS_QOS = _profile(TRANSITIONS_DEPTH)
 CONTROL_QOS = _profile(10)
+# The e-stop is latched: a node (re)started after the stop was pressed still sees it.
+ESTOP_QOS = _profile(1, latched=True)
 DIAGNOSTICS_QOS = _profile(10)
 STATUS_QOS = _profile(10)
 SCALAR_QOS = _profile(10)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from av_td3_ros.config_schema import Settings, setting
 from av_td3_ros.vehicle.conversion import VehicleCommand
 from av_td3_ros.vehicle.parameters import VehicleParameters
 
@@ -69,7 +70,7 @@ _DEFAULT_VEHICLE = VehicleParameters()
 
 
 @dataclass(frozen=True)
-class GateLimits:
+class GateLimits(Settings):
     """Deploy-mode limits. Magnitudes, all > 0 (heartbeat_timeout >= 0; 0 = no heartbeat).
 
     Defaults: the steering angle and acceleration ranges of the default VehicleParameters (CARLA's
@@ -78,16 +79,21 @@ class GateLimits:
     0.3 m/s, vel_lim 25.0); stop_deceleration 2.5 m/s^2 and stop_jerk 1.5 m/s^3 from Autoware's
     mrm_emergency_stop_operator (target_acceleration -2.5, target_jerk -1.5)."""
 
-    max_steering_angle: float = _DEFAULT_VEHICLE.max_steering_angle  # [rad]
-    max_steering_rate: float = 1.0  # [rad/s]
-    max_acceleration: float = _DEFAULT_VEHICLE.max_acceleration  # [m/s^2]
-    max_deceleration: float = _DEFAULT_VEHICLE.max_deceleration  # [m/s^2]
-    max_jerk: float = 5.0  # [m/s^3]
-    max_speed: float = 25.0  # [m/s]
-    stop_deceleration: float = 2.5  # [m/s^2]
-    stop_jerk: float = 1.5  # [m/s^3]
-    heartbeat_timeout: float = 0.0  # [s]
-    max_step: float = 0.5  # [s] a longer gap between updates counts as this long
+    max_steering_angle: float = setting(_DEFAULT_VEHICLE.max_steering_angle,
+                                        "largest road-wheel angle sent [rad]", gt=0.0, lt=1.57)
+    max_steering_rate: float = setting(1.0, "largest steering rate sent [rad/s]", gt=0.0, max=100.0)
+    max_acceleration: float = setting(_DEFAULT_VEHICLE.max_acceleration, "largest acceleration sent [m/s^2]",
+                                      gt=0.0, max=100.0)
+    max_deceleration: float = setting(_DEFAULT_VEHICLE.max_deceleration,
+                                      "largest deceleration sent [m/s^2, a magnitude]", gt=0.0, max=100.0)
+    max_jerk: float = setting(5.0, "largest change of the acceleration [m/s^3]", gt=0.0, max=1000.0)
+    max_speed: float = setting(25.0, "largest speed target sent [m/s]", gt=0.0, max=200.0)
+    stop_deceleration: float = setting(2.5, "deceleration of the stop ramp [m/s^2]", gt=0.0, max=100.0)
+    stop_jerk: float = setting(1.5, "jerk with which the stop ramp builds up [m/s^3]", gt=0.0, max=1000.0)
+    heartbeat_timeout: float = setting(0.0, "seconds of heartbeat silence that mean stop; 0 = no heartbeat",
+                                       min=0.0, max=60.0)
+    max_step: float = setting(0.5, "a longer gap between two updates counts as this long [s]", gt=0.0,
+                              max=10.0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,6 +109,7 @@ class GateLimits:
             )
         if self.stop_jerk > self.max_jerk:
             raise ValueError(f"stop_jerk {self.stop_jerk} exceeds max_jerk {self.max_jerk}")
+        super().__post_init__()  # the settings' ranges
 
     @classmethod
     def for_vehicle(cls, params: VehicleParameters, **overrides: float) -> GateLimits:
@@ -112,7 +119,7 @@ class GateLimits:
             "max_steering_angle": params.max_steering_angle,
             "max_acceleration": params.max_acceleration,
             "max_deceleration": params.max_deceleration,
-            "max_speed": min(params.max_speed, cls.max_speed),
+            "max_speed": min(params.max_speed, cls().max_speed),
         }
         values.update(overrides)
         return cls(**values)

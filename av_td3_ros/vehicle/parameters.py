@@ -26,20 +26,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from av_td3_ros.config_schema import Settings, setting
+
 __all__ = ["CARLA_DEFAULT_MAX_STEER_DEG", "VehicleParameters"]
 
 CARLA_DEFAULT_MAX_STEER_DEG = 70.0
 
 
 @dataclass(frozen=True)
-class VehicleParameters:
-    """The car behind the pedals. Angles in rad, speeds in m/s, accelerations in m/s^2 (magnitudes)."""
+class VehicleParameters(Settings):
+    """The car behind the pedals. Angles in rad, speeds in m/s, accelerations in m/s^2 (magnitudes).
+    The policy node's `vehicle.*` parameters derive from these settings."""
 
-    max_steering_angle: float = math.radians(CARLA_DEFAULT_MAX_STEER_DEG)  # road-wheel angle at |steer| = 1
-    max_acceleration: float = 3.0  # at throttle 1
-    max_deceleration: float = 8.0  # at brake 1 (a magnitude: the acceleration is -8)
-    max_speed: float = 50.0
-    wheelbase: float = 2.875
+    max_steering_angle: float = setting(math.radians(CARLA_DEFAULT_MAX_STEER_DEG),
+                                        "road-wheel angle at |steer| = 1 [rad] (CARLA: 70 deg)", gt=0.0,
+                                        lt=1.57)
+    max_acceleration: float = setting(3.0, "acceleration at full throttle [m/s^2]", gt=0.0, max=100.0)
+    max_deceleration: float = setting(8.0, "deceleration at full brake [m/s^2, a magnitude]", gt=0.0,
+                                      max=100.0)
+    max_speed: float = setting(50.0, "the car's top speed [m/s]", gt=0.0, max=200.0)
+    wheelbase: float = setting(2.875, "wheelbase [m] (Tesla Model 3)", gt=0.0, max=20.0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -51,6 +57,7 @@ class VehicleParameters:
             object.__setattr__(self, f.name, float(value))
         if self.max_steering_angle >= math.pi / 2:
             raise ValueError(f"max_steering_angle must be < pi/2 rad, got {self.max_steering_angle!r}")
+        super().__post_init__()  # the settings' ranges
 
     @classmethod
     def from_vehicle_info(cls, info, **overrides: float) -> VehicleParameters:
