@@ -84,6 +84,8 @@ class Recorder:
         self.node.destroy_node()
 
 
+# odometry_sync_timeout 1 s: a frame is answered with the odometry of its own tick even on a loaded
+# machine (the default 50 ms then falls back to the previous tick's pose, a real but different input).
 def test_sim_node_and_policy_node_drive_exactly_like_the_evaluation(spawn, rclpy_context, weights_file):
     stats, decisions = evaluation_decisions(weights_file)
     assert stats.length >= 5, "the twin episode should be long enough to compare"
@@ -96,7 +98,7 @@ def test_sim_node_and_policy_node_drive_exactly_like_the_evaluation(spawn, rclpy
                "-p", "initial_action_limit:=0.0", "-p", f"weights_file:={weights_file}",
                "-p", "weights_topic:=''", "-p", f"transitions_topic:=/{ROLE}/transitions",
                "-p", f"reset_service:=/{ROLE}/reset", "-p", f"reward.max_episode_steps:={MAX_STEPS}",
-               "-p", "sensor_timeout:=5.0"])
+               "-p", "sensor_timeout:=5.0", "-p", "odometry_sync_timeout:=1.0"])
         deadline = time.monotonic() + 90
         while recorder.first_episode() is None:
             assert time.monotonic() < deadline, (
