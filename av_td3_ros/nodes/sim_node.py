@@ -192,7 +192,7 @@ class SimNode(Node):
             self._awaiting_ns, self._answered = stamp_to_ns(stamp), False
         if self.pub_clock is not None:
             self.pub_clock.publish(bm.clock_message(stamp))
-        self.pub_status.publish(bm.status_message(stamp, state.frame, p.fixed_delta_seconds))
+        self.pub_status.publish(bm.status_message(state.frame, p.fixed_delta_seconds))
         self.pub_odom.publish(bm.odometry_message(state, stamp, p.role_name))
         if state.collision:
             self.counters["collisions"] += 1
