@@ -29,6 +29,7 @@ __all__ = [
     "MAP_FRAME",
     "clock_message",
     "collision_message",
+    "float_seconds_stamp",
     "image_message",
     "lane_invasion_message",
     "odometry_message",
@@ -45,6 +46,15 @@ def stamp_of(frame: int, fixed_delta_seconds: float) -> Time:
     one frame carry bit-identical stamps (the policy node compares them exactly)."""
     ns = int(frame) * int(round(fixed_delta_seconds * 1e9))
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def float_seconds_stamp(seconds: float) -> Time:
+    """A stamp the way the bridge makes one from CARLA's float seconds (ros_compatibility's
+    `ros_timestamp(sec, from_sec=True)`): the fraction truncated to nanoseconds, so two clocks of
+    one tick computed differently (sensor timestamp, world snapshot) can differ by 1 ns."""
+    whole = int(seconds)
+    nanosec = min(max(int((seconds - whole) * 1e9), 0), 999_999_999)
+    return Time(sec=whole, nanosec=nanosec)
 
 
 def _yaw_quaternion(msg_orientation, yaw: float) -> None:
