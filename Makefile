@@ -22,7 +22,7 @@ INTERFACE_FILES := $(shell find interfaces -type f -not -name '*~')
 
 .PHONY: venv test lint pytest demo lock clean
 
-venv: $(VENV)/.stamp-package
+venv: $(VENV)/.stamp-ament
 
 $(VENV)/.stamp-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "av_td3_ros needs Python >= 3.10, found " + sys.version.split()[0])'
@@ -43,6 +43,14 @@ $(VENV)/.stamp-interfaces: $(VENV)/.stamp-deps tools/build_interfaces.sh $(INTER
 
 $(VENV)/.stamp-package: $(VENV)/.stamp-interfaces setup.py setup.cfg package.xml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# The colcon layout of an ament_python package (ament index marker, share/av_td3_ros, executables
+# under lib/av_td3_ros), so `ros2 launch av_td3_ros ...` works from the venv after
+# `source .venv/setup.sh`. Links, so edits need no reinstall; a new launch or config file does.
+$(VENV)/.stamp-ament: $(VENV)/.stamp-package tools/install_ament_layout.py \
+  $(wildcard launch/*.launch.py config/* resource/*)
+	$(PY) tools/install_ament_layout.py $(VENV)
 	touch $@
 
 lint: venv

@@ -13,7 +13,8 @@ What starts (each part can be switched off, so docker/compose.yaml runs each in 
                  one vehicle control command per tick from every ego car (fixed_delta_seconds);
                  carla_spawn_objects with config/objects.json (one car) or a generated file
                  (N cars); one carla_waypoint_publisher per car (it plans /carla/<role>/waypoints
-                 and replans on /carla/<role>/goal).
+                 and replans on each goal: its goal subscription, /carla/<role>/goal upstream or
+                 /carla/<role>/goal_pose in the image's fork, is remapped onto `goal_topic`).
 - episode_manager:=true  the reset service(s) on the carla client (teleport, zero velocity, goal).
 - policy:=true   one policy_node per car, in the namespace of its role name.
 - trainer:=true  one trainer_node fed by every policy node's transitions.
@@ -108,6 +109,8 @@ def _setup(context, *args, **kwargs):
                     respawn_delay=5.0,
                     parameters=[{"host": host, "port": port, "timeout": timeout, "role_name": role,
                                  "use_sim_time": True}],
+                    # upstream subscribes /carla/<role>/goal, the image's fork .../goal_pose
+                    remappings=fleet.waypoint_publisher_goal_remappings(role, arg("goal_topic")),
                 )
             )
 
@@ -125,7 +128,7 @@ def _setup(context, *args, **kwargs):
                     "town": arg("town"),
                     "role_names": roles,
                     "reset_service": fleet.reset_service_template(roles),
-                    "goal_topic": fleet.GOAL_TOPIC_TEMPLATE,
+                    "goal_topic": arg("goal_topic"),
                     "seed": int(arg("spawn_seed")),
                     "use_sim_time": True,
                 }],
@@ -198,6 +201,9 @@ def generate_launch_description():
         DeclareLaunchArgument("objects_definition_file", default_value="",
                               description="carla_spawn_objects file ('' = config/objects.json for one "
                                           "car, a generated one for N cars)"),
+        DeclareLaunchArgument("goal_topic", default_value=fleet.GOAL_TOPIC_TEMPLATE,
+                              description="topic of the episode manager's goals ({role_name} is "
+                                          "replaced); each waypoint publisher is remapped onto it"),
         DeclareLaunchArgument("spawn_seed", default_value="0",
                               description="seed of the episode manager's start and goal choices"),
         DeclareLaunchArgument("bridge", default_value="true",

@@ -112,9 +112,62 @@ def test_the_carla_client_in_the_image_equals_the_server_image_tag():
     assert "carlasim/carla:${CARLA_VERSION} AS carla-pythonapi" in from_lines
     # the image runs Python 3.10: its carla pin is the python_version < "3.11" line
     assert pinned_version(evaluate_constraints("3.10")["carla"]) == server
-    # and the bridge's own client check is written from the same version
-    bridge_runs = " ".join(i.text for i in INSTRUCTIONS if i.stage == "bridge" and i.keyword == "RUN")
-    assert re.search(r"printf '%s' \"\$\{CARLA_VERSION\}\" > \S+/carla_ros_bridge/CARLA_VERSION", bridge_runs)
+    # and the bridge's own client check reads the same version from the file the image writes
+    assert bridge_reads_carla_version(server) == server
+
+
+def _stage_runs(stage: str) -> str:
+    return " ".join(i.text for i in INSTRUCTIONS if i.stage == stage and i.keyword == "RUN")
+
+
+def bridge_reads_carla_version(version: str) -> str:
+    """What carla_ros_bridge compares with the client's version: it reads its CARLA_VERSION file
+    with `f.read()[:-1]` (the file its own build writes ends with a newline)."""
+    match = re.search(r"printf '([^']*)' \"\$\{CARLA_VERSION\}\" > (\S+)", _stage_runs("bridge"))
+    assert match, "the bridge stage writes no CARLA_VERSION file with printf"
+    assert match.group(2).endswith("carla_ros_bridge/src/carla_ros_bridge/CARLA_VERSION")
+    written = match.group(1).replace("%s", version, 1).replace("\\n", "\n")
+    return written[:-1]
+
+
+def test_the_carla_version_file_is_written_with_the_newline_the_bridge_strips():
+    assert bridge_reads_carla_version("0.9.15") == "0.9.15"  # not "0.9.1": the bridge would exit(1)
+
+
+def test_the_image_builds_the_real_carla_msgs_once_and_checks_every_copied_package():
+    args = dockerfile_args(INSTRUCTIONS)
+    copy = ET.parse(REPO / "interfaces" / "carla_msgs" / "package.xml").getroot()
+    # the real package at the release our copy transcribes, from its own repository's tag
+    assert args["CARLA_MSGS_REPO"] == "https://github.com/carla-simulator/ros-carla-msgs.git"
+    assert args["CARLA_MSGS_REF"] == copy.findtext("version") == "1.3.0"
+    nodes, bridge = _stage_runs("nodes"), _stage_runs("bridge")
+    clone = r'git clone .*--branch "\$\{CARLA_MSGS_REF\}" "\$\{CARLA_MSGS_REPO\}" src/carla_msgs'
+    assert re.search(clone, nodes)
+    assert "touch src/interfaces/carla_msgs/COLCON_IGNORE" in nodes  # ours is never built in the image
+    # the other copies follow the venv's rule (ours only where the ROS install lacks the real one)
+    assert 'python3 src/tools/copied_interfaces.py state "${pkg}"' in nodes
+    assert nodes.index("copied_interfaces.py state") < nodes.index('colcon)" build')
+    # after each build: every copied package imports and matches, carla_msgs is the real one
+    for runs in (nodes, bridge):
+        checks = [m.start() for m in re.finditer(r'copied_interfaces\.py"? check --real carla_msgs', runs)]
+        assert checks and checks[-1] > runs.index('colcon)" build')
+    # the fork's carla_msgs submodule is never cloned, rosdep never installs another carla_msgs
+    # and the bridge workspace builds none
+    assert "--recurse-submodules" not in bridge and "submodule update" not in bridge
+    assert "--skip-keys carla_msgs" in bridge and "[ ! -e install/carla_msgs ]" in bridge
+    copied = {shlex.split(i.text)[0] for i in INSTRUCTIONS if i.keyword == "COPY" and i.stage == "nodes"}
+    assert "tools/copied_interfaces.py" in copied
+
+
+def test_the_bridge_build_fails_unless_its_waypoint_publisher_takes_a_goal_topic_the_launch_file_remaps():
+    match = re.search(r'grep -Eq "((?:[^"\\]|\\.)+)" "\$\{waypoint_publisher\}"', _stage_runs("bridge"))
+    assert match, "the bridge stage does not check the waypoint publisher's goal topic"
+    # bash double quotes: only \" and \\ lose their backslash (ERE and Python agree on the rest)
+    pattern = re.compile(re.sub(r'\\(["\\])', r"\1", match.group(1)))
+    upstream = 'self.create_subscriber(PoseStamped, "/carla/{}/goal".format(self.role_name), self.on_goal)'
+    fork = "self.new_subscription(PoseStamped, f'/carla/{self.role_name}/goal_pose', self.on_goal, 10)"
+    assert pattern.search(upstream) and pattern.search(fork)
+    assert not pattern.search('self.new_subscription(PoseStamped, "/move_base_simple/goal", self.on_goal)')
 
 
 def test_one_ros_domain_id_everywhere_and_the_same_middleware():

@@ -64,6 +64,38 @@ def test_carla_and_av_td3_messages_cross_process_boundaries_over_dds(spawn):
     assert (t["reward"], t["terminated"], t["truncated"]) == (1.5, False, True)
 
 
+def test_the_copied_vehicle_stack_and_status_messages_cross_process_boundaries_over_dds(spawn):
+    sub = spawn([str(PROGRAMS / "copied_interfaces_subscriber.py")])
+    assert sub.stdout.readline().strip() == "ready"
+    pub = spawn([str(PROGRAMS / "copied_interfaces_publisher.py")])
+    out, _ = sub.communicate(timeout=60)
+    pub.wait(timeout=60)
+    assert sub.returncode == 0, sub.stderr_path.read_text()
+    assert pub.returncode == 0, pub.stderr_path.read_text()
+    got = json.loads(out.strip().splitlines()[-1])
+
+    def t(sec, nanosec):
+        return {"sec": sec, "nanosec": nanosec}
+
+    assert got["/test/ackermann"] == {
+        "header": {"stamp": t(12, 500), "frame_id": "base_link"},
+        "drive": {"steering_angle": 0.25, "steering_angle_velocity": 0.5, "speed": 8.0,
+                  "acceleration": -2.5, "jerk": 1.5},
+    }
+    assert got["/test/control"] == {
+        "stamp": t(7, 1), "control_time": t(7, 2),
+        "lateral": {"stamp": t(7, 3), "control_time": t(7, 4), "steering_tire_angle": -0.125,
+                    "steering_tire_rotation_rate": 0.75, "is_defined_steering_tire_rotation_rate": True},
+        "longitudinal": {"stamp": t(7, 5), "control_time": t(7, 6), "velocity": 3.0, "acceleration": -1.25,
+                         "jerk": 0.5, "is_defined_acceleration": True, "is_defined_jerk": False},
+    }
+    assert got["/test/gear"] == {"stamp": t(9, 9), "command": 22}  # GearCommand.PARK
+    status = got["/test/status"]
+    assert status.keys() == {"frame", "fixed_delta_seconds", "synchronous_mode", "synchronous_mode_running"}
+    assert status["frame"] == 2**40 + 3 and status["fixed_delta_seconds"] == pytest.approx(0.05)
+    assert (status["synchronous_mode"], status["synchronous_mode_running"]) == (True, False)
+
+
 def test_transition_for_an_84x84_frame_is_under_10_kb_on_the_wire():
     from av_td3_msgs.msg import Transition
     from rclpy.serialization import serialize_message
@@ -78,7 +110,8 @@ def test_transition_for_an_84x84_frame_is_under_10_kb_on_the_wire():
 def test_the_package_its_interfaces_and_console_scripts_are_installed():
     bindir = Path(sys.executable).parent
     out = subprocess.run(
-        [sys.executable, "-c", "import av_td3_ros, rclpy, carla_msgs.msg, av_td3_msgs.msg"],
+        [sys.executable, "-c", "import av_td3_ros, rclpy, carla_msgs.msg, av_td3_msgs.msg, "
+                               "ackermann_msgs.msg, autoware_control_msgs.msg, autoware_vehicle_msgs.msg"],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from carla_msgs.msg import CarlaEgoVehicleControl, CarlaStatus
+from builtin_interfaces.msg import Time
+from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLaneInvasionEvent, CarlaStatus
 from conftest import TEST_DIR
 from nav_msgs.msg import Odometry, Path
 from rclpy.executors import SingleThreadedExecutor
@@ -22,6 +23,7 @@ from std_srvs.srv import Trigger
 
 from av_td3_ros.driving.core import DrivingCore
 from av_td3_ros.perception.reward import RewardConfig
+from av_td3_ros.ros import bridge_messages as bm
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import image_to_array, odometry_to_state, path_to_route, stamp_to_ns
 from av_td3_ros.ros.parameters import SIM_NODE_PARAMETERS, yaml_parameters
@@ -53,18 +55,28 @@ def test_sim_yaml_documents_exactly_the_declared_parameters_with_their_defaults(
 
 
 class Driver:
-    """Listens like a policy node; answers frames on demand with controls stamped like it does."""
+    """Listens like a policy node; answers each frame with one control, stamped like the policy
+    node's (the frame's stamp) or unstamped (`stamp_controls=False`, like carla_ad_agent).
+    `published` collects (source timestamp, topic kind, header stamp ns) of every message: the
+    order in which sim_node PUBLISHED them, whatever order DDS delivers them in."""
 
-    def __init__(self, context, role: str, answer: bool = True):
+    def __init__(self, context, role: str, answer: bool = True, steer: float = 0.0,
+                 stamp_controls: bool = True):
         self.node = rclpy.create_node(f"driver_{role}", context=context)
-        self.role, self.answer = role, answer
+        self.role, self.answer, self.steer, self.stamp_controls = role, answer, steer, stamp_controls
         self.images, self.odoms, self.clocks, self.statuses, self.routes = [], [], [], [], []
+        self.events, self.published = [], []
         self.lock = threading.Lock()
         n = self.node
         n.create_subscription(Image, f"/carla/{role}/rgb_front/image", self._on_image, qos.CAMERA_QOS)
-        n.create_subscription(Odometry, f"/carla/{role}/odometry", self._keep(self.odoms), qos.SENSOR_QOS)
-        n.create_subscription(Clock, "/clock", self._keep(self.clocks), qos.CONTROL_QOS)
-        n.create_subscription(CarlaStatus, "/carla/status", self._keep(self.statuses), qos.STATUS_QOS)
+        n.create_subscription(Odometry, f"/carla/{role}/odometry", self._keep(self.odoms, "odometry"),
+                              qos.SENSOR_QOS)
+        n.create_subscription(Clock, "/clock", self._keep(self.clocks, "clock"), qos.CONTROL_QOS)
+        n.create_subscription(CarlaStatus, "/carla/status", self._keep(self.statuses, "status"),
+                              qos.STATUS_QOS)
+        for kind, msg_type in (("collision", CarlaCollisionEvent), ("lane_invasion", CarlaLaneInvasionEvent)):
+            n.create_subscription(msg_type, f"/carla/{role}/{kind}", self._keep(self.events, kind),
+                                  qos.EVENT_QOS)
         self.control = n.create_publisher(CarlaEgoVehicleControl, f"/carla/{role}/vehicle_control_cmd",
                                           qos.CONTROL_QOS)
         self.reset = n.create_client(Trigger, f"/av_td3/{role}/reset")
@@ -76,20 +88,28 @@ class Driver:
     def subscribe_route(self):
         """Created late on purpose: only a transient-local route reaches it."""
         topic = f"/carla/{self.role}/waypoints"
-        self.node.create_subscription(Path, topic, self._keep(self.routes), qos.ROUTE_QOS)
+        self.node.create_subscription(Path, topic, self._keep(self.routes, "route"), qos.ROUTE_QOS)
 
-    def _keep(self, store):
-        def callback(msg):
+    def _record(self, kind, msg, info):
+        stamp = msg.clock if kind == "clock" else getattr(msg, "header", None)
+        stamp_ns = stamp_to_ns(stamp if kind == "clock" else stamp.stamp) if stamp is not None else None
+        self.published.append((info["source_timestamp"], kind, stamp_ns))
+
+    def _keep(self, store, kind):
+        def callback(msg, info):
             with self.lock:
                 store.append((time.monotonic(), msg))
+                self._record(kind if kind not in ("collision", "lane_invasion") else kind, msg, info)
         return callback
 
-    def _on_image(self, msg):
+    def _on_image(self, msg, info):
         with self.lock:
             self.images.append((time.monotonic(), msg))
+            self._record("camera", msg, info)
         if self.answer:
-            out = CarlaEgoVehicleControl(throttle=0.5, steer=0.0, brake=0.0)
-            out.header.stamp = msg.header.stamp
+            out = CarlaEgoVehicleControl(throttle=0.5, steer=self.steer, brake=0.0)
+            if self.stamp_controls:
+                out.header.stamp = msg.header.stamp
             self.control.publish(out)
 
     def wait(self, predicate, timeout: float, what: str):
@@ -115,8 +135,8 @@ def start_sim(spawn, role: str, *params: str):
 def driver(rclpy_context):
     made = []
 
-    def make(role: str, answer: bool = True) -> Driver:
-        made.append(Driver(rclpy_context, role, answer))
+    def make(role: str, answer: bool = True, **options) -> Driver:
+        made.append(Driver(rclpy_context, role, answer, **options))
         return made[-1]
 
     yield make
@@ -152,13 +172,15 @@ def test_sim_node_publishes_the_bridge_contract_in_lock_step_and_resets_on_reque
                              state).transitions
     assert (start.frame_height, start.frame_width) == (84, 84) and start.kinematics.shape == (23,)
 
-    # One world frame = one stamp on clock, status, odometry and image; stamps strictly increase.
+    # One world frame: clock and odometry share a stamp, the image's is within 1 ns of it (the
+    # bridge's two float clocks); stamps strictly increase by fixed_delta_seconds (0.2).
     image_stamps = [stamp_to_ns(m.header.stamp) for _, m in images]
     assert all(b > a for a, b in zip(image_stamps, image_stamps[1:], strict=False))
-    assert np.allclose(np.diff(image_stamps), 0.2e9)  # fixed_delta_seconds = 0.2 of sim time per tick
+    assert np.allclose(np.diff(image_stamps), 0.2e9)
     clock_stamps = {stamp_to_ns(m.clock) for _, m in clocks}
     odom_stamps = {stamp_to_ns(m.header.stamp) for _, m in odoms}
-    assert set(image_stamps[5:]) <= clock_stamps and set(image_stamps[5:]) <= odom_stamps
+    assert set(list(odom_stamps)[5:]) <= clock_stamps
+    assert all(min(abs(s - o) for o in odom_stamps) <= 1 for s in image_stamps[5:-1])
     assert all(m.synchronous_mode and m.synchronous_mode_running for _, m in statuses)
 
     # QoS as the bridge: camera reliable; route reliable + transient local.
@@ -178,6 +200,7 @@ def test_sim_node_publishes_the_bridge_contract_in_lock_step_and_resets_on_reque
     d.wait(lambda: len(d.routes) >= 2, 10.0, "the re-published route")
     with d.lock:
         assert stamp_to_ns(d.routes[1][1].header.stamp) > stamp_to_ns(route_msg.header.stamp)
+        assert d.node.count_publishers(f"/carla/{role}/vehicle_control_cmd") == 1
     assert sim.poll() is None
     sim.terminate()
     assert sim.wait(timeout=15) == 0
@@ -205,3 +228,118 @@ def test_an_invalid_parameter_stops_sim_node_with_a_message_naming_the_key(spawn
     proc = start_sim(spawn, "sim_bad", "-p", "fixed_delta_seconds:=0.21")
     assert proc.wait(timeout=60) == 2
     assert "fixed_delta_seconds" in proc.stderr_path.read_text()
+
+
+def _frames(published, dt_ns: int = 200_000_000) -> dict[int, list[tuple[int, str]]]:
+    """frame number -> [(source timestamp, kind)] of the stamped messages, in publish order."""
+    out: dict[int, list] = {}
+    for source, kind, stamp_ns in sorted(published):
+        if stamp_ns is not None and kind != "route":
+            out.setdefault(round(stamp_ns / dt_ns), []).append((source, kind))
+    return out
+
+
+def test_each_tick_publishes_the_camera_then_odometry_then_the_events_like_the_bridge(spawn, driver):
+    role = "sim_order"
+    d = driver(role, steer=1.0)  # full lock: the car leaves its lane within a few ticks
+    sim = start_sim(spawn, role)
+    d.wait(lambda: any(k == "lane_invasion" for _, k, _ in d.published) and len(d.images) >= 10,
+           90.0, "a lane invasion")
+    with d.lock:
+        frames = _frames(d.published)
+        statuses = sorted(t for t, k, _ in d.published if k == "status")
+    rank = {"clock": 0, "camera": 1, "odometry": 2, "collision": 3, "lane_invasion": 3}
+    checked = 0
+    for frame, messages in frames.items():
+        kinds = [k for _, k in messages]
+        if {"clock", "camera", "odometry"} <= set(kinds):
+            assert [rank[k] for k in kinds] == sorted(rank[k] for k in kinds), (frame, kinds)
+            clock_at = messages[kinds.index("clock")][0]
+            assert any(t < clock_at for t in statuses)  # the headerless status comes first
+            checked += 1
+    assert checked >= 8
+    assert any("lane_invasion" in [k for _, k in m] for m in frames.values())
+    sim.terminate()
+    sim.wait(timeout=15)
+
+
+@pytest.mark.parametrize("bridge_stamps", [True, False])
+def test_stamps_are_the_bridges_float_seconds_from_two_clocks_or_exact_when_asked(
+        spawn, driver, bridge_stamps):
+    role = f"sim_stamps_{str(bridge_stamps).lower()}"
+    d = driver(role)
+    sim = start_sim(spawn, role, "-p", f"bridge_stamps:={str(bridge_stamps).lower()}")
+    d.wait(lambda: len(d.images) >= 25 and len(d.odoms) >= 25, 60.0, "25 frames")
+    sim.terminate()
+    sim.wait(timeout=15)
+    with d.lock:
+        images = {round(stamp_to_ns(m.header.stamp) / 2e8): m.header.stamp for _, m in d.images}
+        odoms = {round(stamp_to_ns(m.header.stamp) / 2e8): m.header.stamp for _, m in d.odoms}
+        clocks = {stamp_to_ns(m.clock) for _, m in d.clocks}
+    common = sorted(set(images) & set(odoms))
+    assert len(common) >= 20
+    gaps = [stamp_to_ns(images[f]) - stamp_to_ns(odoms[f]) for f in common]
+    assert {stamp_to_ns(odoms[f]) for f in common} <= clocks  # clock = snapshot time
+    if bridge_stamps:
+        for f in common:  # the image: CARLA's frame timestamp through float seconds
+            assert images[f] == bm.float_seconds_stamp(f * 0.2), f
+        assert set(gaps) <= {-1, 0, 1} and set(gaps) != {0}, gaps  # ns apart on some frames
+    else:
+        assert set(gaps) == {0}
+        assert all(images[f] == bm.stamp_of(f, 0.2) for f in common)
+
+
+def test_float_seconds_stamps_truncate_to_nanoseconds_like_ros_compatibility():
+    assert bm.float_seconds_stamp(1.2) == Time(sec=1, nanosec=199_999_999)  # 1.2 - 1 < 0.2
+    assert bm.float_seconds_stamp(0.6000000000000001) == Time(sec=0, nanosec=600_000_000)
+    assert bm.float_seconds_stamp(0.0) == Time(sec=0, nanosec=0)
+
+
+def test_unstamped_controls_answer_the_tick_as_the_bridge_accepts_any(spawn, driver):
+    role = "sim_unstamped"
+    d = driver(role, stamp_controls=False)  # header.stamp 0, as carla_ad_agent sends
+    sim = start_sim(spawn, role, "-p", "control_timeout:=5.0")
+    started = time.monotonic()
+    d.wait(lambda: len(d.images) >= 20, 60.0, "20 frames")
+    with d.lock:
+        arrivals = [t for t, _ in d.images]
+    assert np.median(np.diff(arrivals)) < 1.0, np.diff(arrivals)  # no 5 s timeouts: each control counted
+    assert time.monotonic() - started < 60.0
+    sim.terminate()
+    sim.wait(timeout=15)
+    assert "Timeout" not in sim.stderr_path.read_text()
+
+
+def _reset(d: Driver) -> int:
+    """Call the reset service; the frame number it reports the new episode starts at."""
+    assert d.reset.wait_for_service(timeout_sec=10.0)
+    future = d.reset.call_async(Trigger.Request())
+    deadline = time.monotonic() + 10.0
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert future.done() and future.result().success, future.result()
+    return int(future.result().message.rsplit(" ", 1)[1])
+
+
+@pytest.mark.parametrize("delay", [1, 0])
+def test_the_reset_answers_first_and_the_new_route_follows_a_tick_later_like_carla(spawn, driver, delay):
+    role = f"sim_late_route_{delay}"
+    d = driver(role)
+    d.subscribe_route()
+    sim = start_sim(spawn, role, "-p", f"route_delay_ticks:={delay}")
+    d.wait(lambda: len(d.images) >= 5 and len(d.routes) == 1, 60.0, "frames and the first route")
+    reset_frame = _reset(d)
+    d.wait(lambda: len(d.routes) >= 2, 10.0, "the new route")
+    d.wait(lambda: any(k == "camera" and s is not None and round(s / 2e8) >= reset_frame + 2
+                       for _, k, s in d.published), 10.0, "frames of the new episode")
+    sim.terminate()
+    sim.wait(timeout=15)
+    with d.lock:
+        route_frame = round(stamp_to_ns(d.routes[1][1].header.stamp) / 2e8)
+        route_at = max(t for t, k, _ in d.published if k == "route")
+        cameras = {round(s / 2e8): t for t, k, s in d.published if k == "camera"}
+    assert route_frame == reset_frame + delay  # stamped with the tick it went out at
+    if delay:  # the new episode's first frame still came with the old route
+        assert cameras[reset_frame] < route_at < cameras[reset_frame + 1]
+    else:
+        assert route_at < cameras[reset_frame]

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
 # Build the rosidl interface packages under interfaces/ with plain cmake straight into a venv.
 # Usage: tools/build_interfaces.sh VENV BUILD_DIR
-# carla_msgs is skipped where one is importable already (a real bridge install provides it).
+# Copies of other projects' packages (tools/copied_interfaces.py list) follow one rule: ours is
+# built where none is installed (or the installed one is an earlier build of ours); a real one
+# is used instead, after checking it field for field against our copy (a difference fails here).
 set -euo pipefail
 venv=$(cd "$1" && pwd)
 mkdir -p "$2"; build=$(cd "$2" && pwd)
 here=$(cd "$(dirname "$0")/.." && pwd)
 py="$venv/bin/python3"
+copied="$here/tools/copied_interfaces.py"
 
 "$py" "$here/tools/fix_ros_cmake_paths.py" "$venv"
 
-for pkg in carla_msgs av_td3_msgs; do
-  if [ "$pkg" = carla_msgs ] && [ ! -f "$build/$pkg/.built-by-us" ] \
-      && "$py" -c "import carla_msgs.msg" 2>/dev/null; then
-    echo "build_interfaces: carla_msgs is importable already; not building our copy"
-    continue
-  fi
+build_package() {
+  local pkg=$1
   echo "build_interfaces: building $pkg"
   cmake -S "$here/interfaces/$pkg" -B "$build/$pkg" \
     -DCMAKE_PREFIX_PATH="$venv" -DCMAKE_INSTALL_PREFIX="$venv" \
@@ -25,6 +24,18 @@ for pkg in carla_msgs av_td3_msgs; do
     || { tail -50 "$build/$pkg.build.log"; exit 1; }
   cmake --install "$build/$pkg" >"$build/$pkg.install.log" 2>&1 \
     || { cat "$build/$pkg.install.log"; exit 1; }
-  touch "$build/$pkg/.built-by-us"
+}
+
+mapfile -t copied_packages < <("$py" "$copied" list)
+for pkg in "${copied_packages[@]}"; do
+  decision=$("$py" "$copied" state "$pkg")  # exits 2 (and says why) on an incompatible one
+  if [ "$decision" = use ]; then
+    echo "build_interfaces: $pkg is installed and matches interfaces/$pkg; not building our copy"
+  else
+    build_package "$pkg"
+  fi
 done
-"$py" -c "import carla_msgs.msg, av_td3_msgs.msg; print('build_interfaces: carla_msgs and av_td3_msgs import')"
+build_package av_td3_msgs
+
+"$py" "$copied" check
+"$py" -c "import av_td3_msgs.msg; print('build_interfaces: av_td3_msgs imports')"

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_VEHICLES",
     "MULTI_RESET_SERVICE",
     "SINGLE_RESET_SERVICE",
+    "WAYPOINT_PUBLISHER_GOAL_TOPICS",
     "bridge_ego_role_names",
     "ego_sensors",
     "goal_topic",
@@ -27,6 +28,7 @@ __all__ = [
     "reset_service_name",
     "reset_service_template",
     "role_names",
+    "waypoint_publisher_goal_remappings",
     "write_objects_definition",
 ]
 
@@ -36,6 +38,10 @@ MAX_VEHICLES = 16
 SINGLE_RESET_SERVICE = "/av_td3/reset_episode"
 MULTI_RESET_SERVICE = "/av_td3/{role_name}/reset_episode"
 GOAL_TOPIC_TEMPLATE = "/carla/{role_name}/goal"
+# The goal topics carla_waypoint_publisher builds subscribe: upstream carla-simulator/ros-bridge
+# /carla/<role>/goal; the Humble fork the Docker image builds /carla/<role>/goal_pose (the image
+# build fails on any other, docker/Dockerfile).
+WAYPOINT_PUBLISHER_GOAL_TOPICS = ("/carla/{role_name}/goal", "/carla/{role_name}/goal_pose")
 
 
 def role_names(num_vehicles: int | str, single_role: str = DEFAULT_ROLE) -> list[str]:
@@ -65,6 +71,18 @@ def reset_service_name(role: str, roles: list[str]) -> str:
 
 def goal_topic(role: str, template: str = GOAL_TOPIC_TEMPLATE) -> str:
     return template.format(role_name=role)
+
+
+def waypoint_publisher_goal_remappings(role: str,
+                                       template: str = GOAL_TOPIC_TEMPLATE) -> list[tuple[str, str]]:
+    """The remappings (from, to) that make `role`'s waypoint publisher take its goals from the
+    episode manager's goal topic, whichever of WAYPOINT_PUBLISHER_GOAL_TOPICS its build
+    subscribes (a remap of a name the node does not use is a no-op)."""
+    target = goal_topic(role, template)
+    if not target.startswith("/"):
+        raise ValueError(f"goal_topic {template!r} must be an absolute topic name")
+    names = (t.format(role_name=role) for t in WAYPOINT_PUBLISHER_GOAL_TOPICS)
+    return [(name, target) for name in names if name != target]
 
 
 def bridge_ego_role_names(roles: list[str]) -> str:

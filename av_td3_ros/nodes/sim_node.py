@@ -1,14 +1,19 @@
 """sim_node: the embedded simulator behind the CARLA ROS bridge's topics, in lock-step.
 
-It behaves like the bridge in synchronous mode with synchronous_mode_wait_for_vehicle_control_command:
-each tick publishes /clock, /carla/status, odometry, any collision / lane-invasion events and the
-camera image of one world frame, then waits up to `control_timeout` (wall) seconds for the control
-of THAT frame (a CarlaEgoVehicleControl stamped with the frame's stamp, which is what the policy
-node sends), logs a timeout the way the bridge does and goes on with the last control received.
-The route (nav_msgs/Path, transient local) is re-published after every reset.
+It behaves like the bridge in synchronous mode with synchronous_mode_wait_for_vehicle_control_command,
+as strictly as the bridge (docs/carla.md, "Differences between sim_node and the real bridge"):
+each tick publishes /carla/status, /clock, then the camera image, odometry and any collision /
+lane-invasion events of one world frame, in the bridge's order, then waits up to
+`control_timeout` (wall) seconds for a CarlaEgoVehicleControl - ANY control, whatever its stamp,
+as the bridge never reads it - logs a timeout the way the bridge does and goes on with the last
+control received. With `bridge_stamps` (default) the stamps are the bridge's: float seconds
+truncated to nanoseconds, the image and events from the sensor time, odometry, clock and route
+from the world snapshot, two clocks of one tick that can differ by 1 ns.
 
-A std_srvs/Trigger reset service (`reset_service`) starts a new episode; it answers once the
-simulator has reset and the new route is out, so the frame after the answer is the new episode's.
+A std_srvs/Trigger reset service (`reset_service`) starts a new episode. As with CARLA's episode
+manager and waypoint publisher, it answers once the simulator has reset and the new route
+(nav_msgs/Path, transient local) follows `route_delay_ticks` ticks later: the first frames of the
+new episode arrive with the old route (0 = the route before the answer).
 
 Threads: the simulator runs in its own tick thread (highway-env is not thread-safe, so nothing
 else touches it); the executor delivers controls and reset requests to it through a condition.
@@ -35,7 +40,6 @@ from std_srvs.srv import Trigger
 
 from av_td3_ros.ros import bridge_messages as bm
 from av_td3_ros.ros import qos
-from av_td3_ros.ros.conversions import stamp_to_ns
 from av_td3_ros.ros.parameters import SIM_NODE_PARAMETERS, InvalidParameter, declare_parameters
 from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinning
 
@@ -74,13 +78,16 @@ class SimNode(Node):
 
         self._cv = threading.Condition()
         self._control = (0.0, 0.0, 1.0)  # throttle, steer, brake: braked until told otherwise
-        self._awaiting_ns: int | None = None  # stamp of the frame whose control the tick waits for
+        self._awaiting = False  # a tick is waiting for a control
         self._answered = False
+        self._pending_route = None  # (route points, frame at which it goes out) after a reset
+        self._snapshot = (0, 0.0)  # (frame, world-snapshot seconds accumulated tick by tick)
         self._reset_requested = False
         self._reset_done = threading.Event()
+        self._reset_result = (0, 0)  # (episode, frame) of the last reset the service answers for
         self._stop = threading.Event()
         self.counters = dict.fromkeys(("ticks", "resets", "control_timeouts", "controls",
-                                       "controls_unmatched", "collisions", "lane_invasions"), 0)
+                                       "controls_between_ticks", "collisions", "lane_invasions"), 0)
         self._thread = threading.Thread(target=self._run, name="sim-ticks", daemon=True)
 
     # --- ROS side -------------------------------------------------------------------------------
@@ -100,11 +107,12 @@ class SimNode(Node):
             # the simulator, as a real car's actuators saturate.
             self._control = (float(msg.throttle), float(msg.steer), float(msg.brake))
             self.counters["controls"] += 1
-            if self._awaiting_ns is not None and stamp_to_ns(msg.header.stamp) == self._awaiting_ns:
+            # Any control releases the waiting tick, as in the bridge, which never reads stamps.
+            if self._awaiting:
                 self._answered = True
                 self._cv.notify_all()
             else:
-                self.counters["controls_unmatched"] += 1  # e.g. a watchdog brake stamped "now"
+                self.counters["controls_between_ticks"] += 1
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._reset_done.clear()
@@ -113,8 +121,9 @@ class SimNode(Node):
             self._cv.notify_all()
         # The tick thread resets after the current tick's control (<= control_timeout).
         if self._reset_done.wait(timeout=2.0 * self.p.control_timeout + 2.0):
+            episode, frame = self._reset_result
             response.success = True
-            response.message = f"episode {self.sim.state.episode} started at frame {self.sim.state.frame}"
+            response.message = f"episode {episode} started at frame {frame}"
         else:
             response.success = False
             response.message = "the simulator did not reset in time"
@@ -147,7 +156,7 @@ class SimNode(Node):
                 self.get_logger().info(f"waiting for a camera subscriber and a publisher on {control_topic}")
                 while not self._stop.wait(0.1) and not self._driver_ready(control_topic):
                     pass
-            state = self._reset()
+            state = self._reset(first=True)
             while not self._stop.is_set():
                 started = time.monotonic()
                 self._publish(state)
@@ -156,6 +165,7 @@ class SimNode(Node):
                     break
                 if self._take_reset_request():
                     state = self._reset()
+                    self._reset_result = (state.episode, state.frame)
                     self._reset_done.set()
                 else:
                     state = self.sim.step(throttle, steer, brake)
@@ -168,11 +178,15 @@ class SimNode(Node):
     def _driver_ready(self, control_topic: str) -> bool:
         return self.count_publishers(control_topic) > 0 and self.pub_image.get_subscription_count() > 0
 
-    def _reset(self):
+    def _reset(self, first: bool = False):
         state = self.sim.reset()
         self.counters["resets"] += 1
         route = self.sim.route(self.p.route_length_m, self.p.route_spacing_m)
-        self.pub_route.publish(bm.route_message(route, self._stamp(state)))
+        if first or self.p.route_delay_ticks == 0:
+            self._pending_route = None
+            self.pub_route.publish(bm.route_message(route, self._stamps(state)[1]))
+        else:  # replaces a route still pending from an earlier reset
+            self._pending_route = (route, state.frame + self.p.route_delay_ticks)
         return state
 
     def _take_reset_request(self) -> bool:
@@ -180,26 +194,41 @@ class SimNode(Node):
             requested, self._reset_requested = self._reset_requested, False
         return requested
 
-    def _stamp(self, state):
-        return bm.stamp_of(state.frame, self.p.fixed_delta_seconds)
+    def _stamps(self, state):
+        """(sensor stamp, snapshot stamp) of a frame. The bridge's: the sensor time is CARLA's
+        frame timestamp, the snapshot time an elapsed time summed tick by tick, both float seconds
+        truncated to ns; otherwise one exact integer-ns stamp."""
+        dt = self.p.fixed_delta_seconds
+        if not self.p.bridge_stamps:
+            stamp = bm.stamp_of(state.frame, dt)
+            return stamp, stamp
+        frame, seconds = self._snapshot
+        for _ in range(state.frame - frame):
+            seconds += dt
+        self._snapshot = (max(frame, state.frame), seconds)
+        return bm.float_seconds_stamp(state.frame * dt), bm.float_seconds_stamp(seconds)
 
     def _publish(self, state) -> None:
-        """One world frame, in the bridge's order: clock and status first, then the sensors; the
-        camera last, because its arrival is what makes the policy node act."""
-        p, stamp = self.p, self._stamp(state)
+        """One world frame, in the bridge's order: status and clock, the camera, odometry, then
+        collision and lane invasion (the bridge updates its actors in creation order)."""
+        p = self.p
+        sensor_stamp, snapshot_stamp = self._stamps(state)
         with self._cv:
-            self._awaiting_ns, self._answered = stamp_to_ns(stamp), False
+            self._awaiting, self._answered = True, False
+        self.pub_status.publish(bm.status_message(state.frame, p.fixed_delta_seconds))
         if self.pub_clock is not None:
-            self.pub_clock.publish(bm.clock_message(stamp))
-        self.pub_status.publish(bm.status_message(stamp, state.frame, p.fixed_delta_seconds))
-        self.pub_odom.publish(bm.odometry_message(state, stamp, p.role_name))
+            self.pub_clock.publish(bm.clock_message(snapshot_stamp))
+        if self._pending_route is not None and state.frame >= self._pending_route[1]:
+            self.pub_route.publish(bm.route_message(self._pending_route[0], snapshot_stamp))
+            self._pending_route = None
+        self.pub_image.publish(bm.image_message(state, sensor_stamp, p.role_name))
+        self.pub_odom.publish(bm.odometry_message(state, snapshot_stamp, p.role_name))
         if state.collision:
             self.counters["collisions"] += 1
-            self.pub_collision.publish(bm.collision_message(state, stamp, p.role_name))
+            self.pub_collision.publish(bm.collision_message(state, sensor_stamp, p.role_name))
         if state.lane_invasion:
             self.counters["lane_invasions"] += 1
-            self.pub_invasion.publish(bm.lane_invasion_message(state, stamp, p.role_name))
-        self.pub_image.publish(bm.image_message(state, stamp, p.role_name))
+            self.pub_invasion.publish(bm.lane_invasion_message(state, sensor_stamp, p.role_name))
         self.counters["ticks"] += 1
 
     def _wait_for_control(self, state) -> tuple[float, float, float]:
@@ -216,7 +245,7 @@ class SimNode(Node):
                     )
                     break
                 self._cv.wait(remaining)
-            self._awaiting_ns = None
+            self._awaiting = False
             return self._control
 
 

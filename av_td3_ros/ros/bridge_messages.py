@@ -3,6 +3,7 @@
 What the bridge publishes, and so what sim_node publishes (the policy node cannot tell them apart):
 - every header is stamped with the world's simulation time and `frame_id` "map", except the
   camera ("<role>/rgb_front") and the events (the role name), as the bridge's sensors do;
+- CarlaStatus (carla_msgs 1.3.0) has no header: frame number, fixed_delta_seconds, sync flags;
 - Odometry: pose in the map frame, twist in the VEHICLE frame (x forward, y left), child frame
   the role name;
 - Path: the route ahead, one pose per waypoint, each oriented along the route;
@@ -28,6 +29,7 @@ __all__ = [
     "MAP_FRAME",
     "clock_message",
     "collision_message",
+    "float_seconds_stamp",
     "image_message",
     "lane_invasion_message",
     "odometry_message",
@@ -46,6 +48,15 @@ def stamp_of(frame: int, fixed_delta_seconds: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+def float_seconds_stamp(seconds: float) -> Time:
+    """A stamp the way the bridge makes one from CARLA's float seconds (ros_compatibility's
+    `ros_timestamp(sec, from_sec=True)`): the fraction truncated to nanoseconds, so two clocks of
+    one tick computed differently (sensor timestamp, world snapshot) can differ by 1 ns."""
+    whole = int(seconds)
+    nanosec = min(max(int((seconds - whole) * 1e9), 0), 999_999_999)
+    return Time(sec=whole, nanosec=nanosec)
+
+
 def _yaw_quaternion(msg_orientation, yaw: float) -> None:
     msg_orientation.x = 0.0
     msg_orientation.y = 0.0
@@ -57,12 +68,11 @@ def clock_message(stamp: Time) -> Clock:
     return Clock(clock=stamp)
 
 
-def status_message(stamp: Time, frame: int, fixed_delta_seconds: float) -> CarlaStatus:
-    msg = CarlaStatus(frame=int(frame), fixed_delta_seconds=float(fixed_delta_seconds),
-                      synchronous_mode=True, synchronous_mode_running=True)
-    msg.header.stamp = stamp
-    msg.header.frame_id = MAP_FRAME
-    return msg
+def status_message(frame: int, fixed_delta_seconds: float) -> CarlaStatus:
+    """The world's status; carla_msgs 1.3.0's CarlaStatus has no header (the frame number is its
+    only time reference)."""
+    return CarlaStatus(frame=int(frame), fixed_delta_seconds=float(fixed_delta_seconds),
+                       synchronous_mode=True, synchronous_mode_running=True)
 
 
 def image_message(state, stamp: Time, role_name: str):

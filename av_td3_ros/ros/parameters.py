@@ -428,6 +428,14 @@ def _sim_node_parameters() -> list[ParameterSpec]:
           "length of the route published after each reset [m] (the circuit is closed: longer than a lap "
           "is fine; a route that runs out ends the episode)", min=10.0),
         P("route_spacing_m", 2.0, "distance between route waypoints [m]", min=0.1, max=50.0),
+        P("route_delay_ticks", 1,
+          "ticks after a reset before its new route is published: the reset answers first, as CARLA's "
+          "episode manager does, and the route follows a tick or more later, as from the waypoint "
+          "publisher; 0 = the route goes out before the reset answers", min=0, max=100),
+        P("bridge_stamps", True,
+          "stamp like the CARLA ROS bridge: float seconds truncated to ns, the image and events from the "
+          "sensor time, odometry, clock and route from the world snapshot (the two may differ by 1 ns); "
+          "false = one integer-ns stamp per frame"),
         P("realtime", False,
           "pace ticks to fixed_delta_seconds of wall time (to watch it in rqt); false = as fast as the "
           "controls come back"),
