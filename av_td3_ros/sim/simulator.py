@@ -31,7 +31,8 @@ from highway_env.road.lane import LineType
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
-from av_td3_ros.sim.render import TopDownRenderer
+from av_td3_ros.sim.camera import rgb_front_camera
+from av_td3_ros.sim.render import FrontCameraRenderer, TopDownRenderer
 
 ENV_ID = "racetrack-v1"
 EGO_ACTOR_ID = 1  # other actors are numbered 2, 3, ... in spawn order; 0 means "none"
@@ -40,6 +41,9 @@ EGO_ACTOR_ID = 1  # other actors are numbered 2, 3, ... in spawn order; 0 means 
 LANE_MARKING_OTHER = 0
 LANE_MARKING_BROKEN = 1
 LANE_MARKING_SOLID = 2
+
+CAMERA_VIEWS = ("front", "top")
+_RGB_FRONT = rgb_front_camera()  # config/objects.json's camera: its image size is the default one
 
 
 def _wrap(angle: float) -> float:
@@ -57,12 +61,15 @@ class SimConfig:
     transitions, inference and ROS traffic per second of driving for nearly identical frames.
     """
 
-    image_width: int = 400
-    image_height: int = 300
-    # Zoom: metres of ground across the image width (height follows the aspect ratio).
+    # "front": what the rgb_front camera of config/objects.json sees (same fov and mounting; at
+    # image_width x image_height, by default its own 800x600). "top": a heading-up map around the car.
+    camera_view: str = "front"
+    image_width: int = _RGB_FRONT.width
+    image_height: int = _RGB_FRONT.height
+    # Top view only. Zoom: metres of ground across the image width (height follows the aspect ratio).
     # 40 m -> 10 px/m at 400 px (15 m visible ahead), 2.1 px/m at 84 px (20 m ahead).
     view_width_m: float = 40.0
-    # Where the ego sits in the image, as fractions of (width, height) from the top-left corner.
+    # Top view only. Where the ego sits in the image, as fractions of (width, height) from the top-left.
     ego_anchor: tuple[float, float] = (0.5, 0.5)
     fixed_delta_seconds: float = 0.2  # one tick = one control (CARLA synchronous mode)
     simulation_frequency: float = 15.0  # physics substeps per second; 3 per tick (highway-env's default)
@@ -80,6 +87,8 @@ class SimConfig:
     random_start: bool = False  # False: highway-env's start (first straight); True: anywhere on the circuit
 
     def __post_init__(self) -> None:
+        if self.camera_view not in CAMERA_VIEWS:
+            raise ValueError(f"camera_view must be one of {CAMERA_VIEWS}, got {self.camera_view!r}")
         if self.image_width < 8 or self.image_height < 8:
             raise ValueError("image must be at least 8x8")
         if self.view_width_m <= 0 or self.fixed_delta_seconds <= 0 or self.simulation_frequency <= 0:
@@ -105,7 +114,7 @@ class SimState:
     sim_time: float  # frame * fixed_delta_seconds [s]; monotonic across resets (safe for /clock)
     episode: int  # number of resets so far
     episode_step: int  # ticks since the last reset (0 at reset)
-    image: np.ndarray = field(repr=False)  # (H, W, 4) uint8 BGRA, heading-up, ego at ego_anchor
+    image: np.ndarray = field(repr=False)  # (H, W, 4) uint8 BGRA: the front camera or the top view
     x: float = 0.0
     y: float = 0.0
     yaw: float = 0.0  # [rad] in [-pi, pi)
@@ -141,7 +150,11 @@ class EmbeddedSimulator:
         }
         # The gym checker rejects the empty observation space; we do not use the gym API anyway.
         self._env = gym.make(ENV_ID, config=hw_config, disable_env_checker=True).unwrapped
-        self._renderer = TopDownRenderer(cfg.image_width, cfg.image_height, cfg.view_width_m, cfg.ego_anchor)
+        if cfg.camera_view == "front":
+            self._renderer = FrontCameraRenderer(rgb_front_camera(cfg.image_width, cfg.image_height))
+        else:
+            self._renderer = TopDownRenderer(cfg.image_width, cfg.image_height, cfg.view_width_m,
+                                             cfg.ego_anchor)
         self._dt = cfg.fixed_delta_seconds / cfg.substeps
         self._frame = 0
         self._episode = 0
