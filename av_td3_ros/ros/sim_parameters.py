@@ -7,7 +7,7 @@ POLICY_NODE_PARAMETERS by name, so the two ends of every topic share one default
 from __future__ import annotations
 
 from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, ParameterSpec
-from av_td3_ros.sim.simulator import SimConfig
+from av_td3_ros.sim.simulator import CAMERA_VIEWS, SimConfig
 
 __all__ = ["SIM_NODE_PARAMETERS", "sim_config_from_params"]
 
@@ -20,9 +20,15 @@ SIM_NODE_PARAMETERS: list[ParameterSpec] = [_BY_NAME[name] for name in _SHARED] 
     ParameterSpec("status_topic", "/carla/status", "carla_msgs/CarlaStatus topic, one per tick"),
     ParameterSpec("publish_clock", True, "publish /clock (sim time) every tick, like the bridge"),
     ParameterSpec("seed", 0, "seed of the first reset (later resets continue its random stream)", min=0),
-    ParameterSpec("image_width", _SIM.image_width, "camera image width [px]", min=8, max=4096),
-    ParameterSpec("image_height", _SIM.image_height, "camera image height [px]", min=8, max=4096),
-    ParameterSpec("view_width_m", _SIM.view_width_m, "metres of ground across the image width", min=1.0),
+    ParameterSpec("camera_view", _SIM.camera_view,
+                  "front: what the rgb_front camera of config/objects.json sees (its fov and mounting); "
+                  "top: a heading-up map around the car", choices=CAMERA_VIEWS),
+    ParameterSpec("image_width", _SIM.image_width, "camera image width [px] (default: rgb_front's)",
+                  min=8, max=4096),
+    ParameterSpec("image_height", _SIM.image_height, "camera image height [px] (default: rgb_front's)",
+                  min=8, max=4096),
+    ParameterSpec("view_width_m", _SIM.view_width_m, "top view: metres of ground across the image width",
+                  min=1.0),
     ParameterSpec("fixed_delta_seconds", _SIM.fixed_delta_seconds,
                   "simulated seconds per tick (one control per tick); times 15 Hz physics must be "
                   "a whole number of substeps", min=0.05, max=1.0),
@@ -47,6 +53,7 @@ SIM_NODE_PARAMETERS: list[ParameterSpec] = [_BY_NAME[name] for name in _SHARED] 
 
 def sim_config_from_params(p) -> SimConfig:
     return SimConfig(
+        camera_view=p.camera_view,
         image_width=p.image_width,
         image_height=p.image_height,
         view_width_m=p.view_width_m,
