@@ -56,6 +56,8 @@ _SAMPLE_M = 1.0  # lane sampling step; the sagitta error on a 15 m radius is < 1
 _STRIPE_SPACING = 4.33  # highway-env's dashed-line pattern (LaneGraphics), so the look is familiar
 _STRIPE_LENGTH = 3.0
 _MARKING_WIDTH_M = 0.3
+_JOIN_OVERLAP_M = 0.5
+_SURFACE_MARGIN_M = 0.1
 _SOLID_TYPES = (LineType.CONTINUOUS, LineType.CONTINUOUS_LINE)
 _CORNER_BITS = np.arange(8)
 _GUARD_PX = 8000.0  # vertices are kept within this many pixels of the image (see FrontCameraRenderer)
@@ -78,8 +80,14 @@ class _LaneShape:
 
 
 def _sample_lane(lane: AbstractLane) -> _LaneShape:
-    n = max(2, int(math.ceil(lane.length / _SAMPLE_M)) + 1)
-    s = np.linspace(0.0, lane.length, n)
+    # Surfaces and solid lines run _JOIN_OVERLAP_M past both ends of the lane and its surface
+    # _SURFACE_MARGIN_M past both sides: racetrack-v1's segments leave gaps of up to 0.14 m at some
+    # joins, and where two anti-aliased polygons merely touch, the background shows through their
+    # shared edge as a thin line (across the road at a join, along it between two lanes) - a line a
+    # front camera shows plainly near the car. The margin stays under the 0.15 m half-width of a
+    # solid edge line.
+    n = max(2, int(math.ceil((lane.length + 2 * _JOIN_OVERLAP_M) / _SAMPLE_M)) + 1)
+    s = np.linspace(-_JOIN_OVERLAP_M, lane.length + _JOIN_OVERLAP_M, n)
     half = np.array([lane.width_at(si) / 2.0 for si in s])
 
     def edge(offsets: np.ndarray, at: np.ndarray = s) -> np.ndarray:
@@ -112,7 +120,8 @@ def _sample_lane(lane: AbstractLane) -> _LaneShape:
                 offsets = sign * np.array([lane.width_at(t) / 2.0 for t in at])
                 dashes.append(edge(offsets, at))
                 dash_ribbons[-1].append(ribbon(at, offsets))
-    ground = np.concatenate([left, right[::-1]])
+    margin = half + _SURFACE_MARGIN_M
+    ground = np.concatenate([edge(-margin), edge(margin)[::-1]])
     lo, hi = ground.min(axis=0), ground.max(axis=0)
     centre = 0.5 * (lo + hi)
     return _LaneShape(ground, solid, dashes, solid_ribbons, dash_ribbons, centre,
