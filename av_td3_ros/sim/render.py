@@ -7,8 +7,9 @@ filled with OpenCV's anti-aliased primitives, over a precomputed sky and grass b
 Projecting the polygons is the exact image of the flat ground that warping a top-down render
 through the ground homography approximates: warping needs a source resolution that grows as 1/depth
 near the car (at 400x300 the bottom rows sample the ground at ~75 px/m) and a source covering the
-whole frustum, which cost 3-4x the whole top-down frame per frame (see docs/benchmarks.md, section
-"Front camera"); projected polygons cost about what the top-down frame does and are sharp at any depth.
+whole frustum; even a blurry 10 px/m source plus the warp cost 3.3-3.8x this renderer
+(`bench/sim_speed.py --warp`, docs/benchmarks.md section 5). Projected polygons cost about what the
+top-down frame does and are sharp at any depth.
 
 `TopDownRenderer` is a heading-up, ego-centred map. Why not highway-env's EnvViewer: it draws the
 world north-up, so a heading-up frame needs a larger frame rotated and cropped every step (cost,
