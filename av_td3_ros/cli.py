@@ -1,13 +1,14 @@
 """av-td3: the command-line front door.
 
     av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
-    av-td3 drive --weights FILE [--episodes K] [--out drive.gif]
+    av-td3 drive --weights FILE [--episodes K] [--camera-view front|top] [--out drive.gif]
     av-td3 export --weights FILE.safetensors --onnx FILE.onnx [--norm layer|none]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
-simulator and saves the camera view as an animated GIF; `export` writes the policy (encoder +
-actor) as an ONNX file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy).
+simulator and saves what its camera sees (by default the front camera, rgb_front of
+config/objects.json) as an animated GIF; `export` writes the policy (encoder + actor) as an ONNX
+file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     drive.add_argument("--episodes", type=_positive(int), default=1)
     drive.add_argument("--episode-steps", type=_positive(int), default=300)
     drive.add_argument("--seed", type=int, default=0)
+    drive.add_argument("--camera-view", choices=("front", "top"), default="front",
+                       help="the camera the policy was trained with (front: rgb_front, the default)")
     drive.add_argument("--out", default="", help="GIF path (default runs/drive-<date>-<time>.gif)")
     export = sub.add_parser("export", help="export a weights file as an ONNX policy for onnxruntime")
     export.add_argument("--weights", required=True, help="safetensors policy weights")
@@ -103,16 +106,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_demo(opts))
     if args.command == "export":
         sys.exit(export_onnx_file(args.weights, args.onnx, args.norm))
-    sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out))
+    sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out, args.camera_view))
 
 
-def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) -> int:
+def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str,
+          camera_view: str = "front") -> int:
     import numpy as np
     from PIL import Image
 
     from av_td3_ros.demo.evaluation import evaluate
     from av_td3_ros.driving.runtime import PolicyRuntime, WeightsRejected, load_weights_file
     from av_td3_ros.perception.reward import RewardConfig
+    from av_td3_ros.sim.simulator import SimConfig
 
     runtime = PolicyRuntime()
     try:
@@ -122,7 +127,9 @@ def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) 
         return 2
     frames: list = []
 
-    def keep(state) -> None:  # every 2nd frame at half size: a 300-step episode is a ~3 MB GIF
+    # Every 2nd frame at half size (400x300 of the front camera's 800x600): a 300-step episode is a
+    # GIF of a few MB.
+    def keep(state) -> None:
         if state.episode_step % 2 == 0:
             rgb = np.ascontiguousarray(state.image[::2, ::2, 2::-1])
             frames.append(Image.fromarray(rgb))
@@ -133,6 +140,7 @@ def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) 
         episodes=episodes,
         seed=seed,
         reward=RewardConfig(max_episode_steps=episode_steps),
+        sim_config=SimConfig(camera_view=camera_view),
         on_frame=keep,
     )
     path = Path(out or f"runs/drive-{time.strftime('%Y%m%d-%H%M%S')}.gif")

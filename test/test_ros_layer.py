@@ -441,7 +441,7 @@ def test_qos_profiles_are_what_the_bridge_and_the_trainer_need():
     from av_td3_ros.ros import qos
 
     assert qos.CAMERA_QOS.reliability == ReliabilityPolicy.RELIABLE and qos.CAMERA_QOS.depth == 10
-    assert qos.SENSOR_QOS.reliability == ReliabilityPolicy.BEST_EFFORT  # matches any publisher
+    assert qos.SENSOR_QOS.reliability == ReliabilityPolicy.RELIABLE  # as the bridge's odometry
     for latched in (qos.ROUTE_QOS, qos.WEIGHTS_QOS):
         assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL and latched.depth == 1
         assert latched.reliability == ReliabilityPolicy.RELIABLE

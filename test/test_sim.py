@@ -20,9 +20,11 @@ from av_td3_ros.sim import (
     SimConfig,
     WaypointFollower,
 )
-from av_td3_ros.sim.render import ASPHALT, EGO, GRASS
+from av_td3_ros.sim.camera import rgb_front_camera
+from av_td3_ros.sim.render import ASPHALT, EGO, GRASS, SKY
 
 SMALL = dict(image_width=84, image_height=84)
+TOP = dict(camera_view="top")
 
 
 def _is(pixel: np.ndarray, colour: tuple[int, int, int, int]) -> bool:
@@ -37,10 +39,10 @@ def _vehicle_frame(points: np.ndarray, pose: tuple[float, float, float]) -> np.n
     return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
 
 
-def _start_in_lane(lane_y: float) -> tuple[EmbeddedSimulator, int]:
+def _start_in_lane(lane_y: float, **config) -> tuple[EmbeddedSimulator, int]:
     """A simulator whose ego starts on the first straight in the lane at map y = lane_y (0 or -5)."""
     for seed in range(50):
-        sim = EmbeddedSimulator(SimConfig(**SMALL))
+        sim = EmbeddedSimulator(SimConfig(**{**SMALL, **config}))
         state = sim.reset(seed=seed)
         if abs(state.y - lane_y) < 0.1 and abs(state.yaw) < 1e-6:
             return sim, seed
@@ -53,8 +55,22 @@ def follower() -> WaypointFollower:
     return WaypointFollower()
 
 
-def test_default_image_is_400x300_bgra8_and_not_black():
+def test_default_image_is_the_rgb_front_camera_of_objects_json_in_bgra8():
     sim = EmbeddedSimulator()
+    state = sim.reset(seed=0)
+    img = state.image
+    camera = rgb_front_camera()
+    assert img.shape == (camera.height, camera.width, 4) == (600, 800, 4) and img.dtype == np.uint8
+    assert (img[..., 3] == 255).all()  # opaque: bgra8 as the CARLA camera publishes
+    assert (img[: int(camera.horizon_row(0)) - 1] == SKY).all()  # a level camera: sky in the top half
+    assert _is(img[-1, 400], ASPHALT)  # the road just ahead of the car, which starts in its lane
+    state2 = sim.step(0.5, 0.0, 0.0)
+    assert state2.image is not img and not np.shares_memory(state2.image, img)  # frames never alias
+    sim.close()
+
+
+def test_top_view_image_is_400x300_bgra8_and_not_black():
+    sim = EmbeddedSimulator(SimConfig(**TOP, image_width=400, image_height=300))
     state = sim.reset(seed=0)
     img = state.image
     assert img.shape == (300, 400, 4) and img.dtype == np.uint8
@@ -93,7 +109,7 @@ def test_same_seed_and_actions_give_the_same_images_and_poses():
 def test_image_is_heading_up_and_agrees_with_the_map_frame(follower):
     """Through curves (heading turning well over 90 degrees) the ego stays at the anchor pixel and
     every lane-centre route point drawn where the map-frame convention says is on asphalt."""
-    cfg = SimConfig(image_width=160, image_height=120, view_width_m=40.0)
+    cfg = SimConfig(**TOP, image_width=160, image_height=120, view_width_m=40.0)
     ppm = cfg.image_width / cfg.view_width_m
     cx, cy = cfg.image_width * 0.5, cfg.image_height * 0.5
     sim = EmbeddedSimulator(cfg)
@@ -117,12 +133,36 @@ def test_image_is_heading_up_and_agrees_with_the_map_frame(follower):
     sim.close()
 
 
+def test_front_view_agrees_with_the_map_frame(follower):
+    """Through curves, every lane-centre route point 5-20 m ahead lands, through the pinhole model
+    of rgb_front and the map-frame pose (y left, yaw CCW), on the road in the rendered frame. (Farther
+    away a row of 400x300 pixels spans several metres of ground and blends in the markings.)"""
+    sim = EmbeddedSimulator(SimConfig(image_width=400, image_height=300))
+    camera = rgb_front_camera(400, 300)
+    state = sim.reset(seed=0)
+    yaws = []
+    for _ in range(60):
+        state = sim.step(*follower.control_state(sim.route(), state))
+        yaws.append(state.yaw)
+        local = _vehicle_frame(sim.route(), state.pose)  # (forward, left)
+        points = np.column_stack([local[:, 0], -local[:, 1], np.zeros(len(local))])  # CARLA: y right
+        uv, depth = camera.project(points)
+        keep = (local[:, 0] > 5.0) & (local[:, 0] < 20.0) & (uv[:, 0] >= 0) & (uv[:, 0] < 400) \
+            & (uv[:, 1] >= 0) & (uv[:, 1] < 300)
+        assert keep.sum() >= 5
+        pixels = state.image[uv[keep, 1].astype(int), uv[keep, 0].astype(int)]
+        assert not any(_is(p, GRASS) or _is(p, SKY) for p in pixels)
+        assert np.mean([_is(p, ASPHALT) for p in pixels]) >= 0.9
+    assert np.ptp(np.unwrap(yaws)) > math.pi / 2
+    sim.close()
+
+
 @pytest.mark.parametrize("lane_y, road_side", [(-5.0, "left"), (0.0, "right")])
 def test_image_is_not_mirrored(lane_y, road_side):
     """On the first straight the two-lane road lies to the left of a car in the right lane (y = -5)
     and to the right of a car in the left lane (y = 0): 5 m to that side is asphalt, 5 m to the
     other side is grass."""
-    sim, _ = _start_in_lane(lane_y)
+    sim, _ = _start_in_lane(lane_y, **TOP)
     img = sim.state.image
     ppm = 84 / 40.0
     left_px, right_px = img[42, round(42 - 5 * ppm)], img[42, round(42 + 5 * ppm)]

@@ -147,7 +147,9 @@ def driver(rclpy_context):
 def test_sim_node_publishes_the_bridge_contract_in_lock_step_and_resets_on_request(spawn, driver):
     role = "sim_contract"
     d = driver(role)
-    sim = start_sim(spawn, role)
+    # 400x300, not the default 800x600: on default transports the 1.9 MB frames crowd out the
+    # best-effort odometry the driver (like a policy node) subscribes, so it would miss stamps.
+    sim = start_sim(spawn, role, "-p", "image_width:=400", "-p", "image_height:=300")
     d.wait(lambda: len(d.images) >= 20, 60.0, "20 answered frames")
     d.subscribe_route()  # long after the route went out
     d.wait(lambda: len(d.routes) >= 1, 10.0, "the latched route")
@@ -343,3 +345,30 @@ def test_the_reset_answers_first_and_the_new_route_follows_a_tick_later_like_car
         assert cameras[reset_frame] < route_at < cameras[reset_frame + 1]
     else:
         assert route_at < cameras[reset_frame]
+
+
+def test_sim_node_publishes_the_rgb_front_view_by_default_at_the_objects_json_camera_size(spawn, driver):
+    """No camera parameter given: the frames are config/objects.json's rgb_front camera, exactly the
+    front view the simulator core renders (the first one is the seed-0 reset frame), sky above the
+    horizon, the road below it."""
+    from av_td3_ros.sim import EmbeddedSimulator, SimConfig
+    from av_td3_ros.sim.camera import rgb_front_camera
+    from av_td3_ros.sim.render import ASPHALT, SKY
+
+    role = "sim_front"
+    d = driver(role)
+    sim = start_sim(spawn, role)
+    d.wait(lambda: len(d.images) >= 3, 60.0, "3 frames")
+    with d.lock:
+        first = d.images[0][1]
+    camera = rgb_front_camera()
+    assert (first.width, first.height, first.encoding) == (camera.width, camera.height, "bgra8")
+    assert (camera.width, camera.height) == (800, 600)
+    frame = image_to_array(first)
+    with EmbeddedSimulator(SimConfig(seed=0)) as local:
+        assert np.array_equal(frame, local.reset().image)
+    horizon = int(camera.horizon_row(0.0))
+    assert np.all(frame[: horizon - 1] == np.array(SKY, dtype=np.uint8))
+    assert np.array_equal(frame[-1, camera.width // 2], np.array(ASPHALT, dtype=np.uint8))
+    sim.terminate()
+    assert sim.wait(timeout=15) == 0

@@ -80,6 +80,19 @@ def encoder_norm(opts: DemoOptions) -> str:
     )
 
 
+def evaluation_camera(opts: DemoOptions):
+    """The sim node's camera of this run (view and image size), so the evaluation shows the policy
+    the kind of frame it was trained on."""
+    from av_td3_ros.sim.simulator import SimConfig
+
+    base = SimConfig()
+    return SimConfig(
+        camera_view=str(opts.sim.get("camera_view", base.camera_view)),
+        image_width=int(opts.sim.get("image_width", base.image_width)),
+        image_height=int(opts.sim.get("image_height", base.image_height)),
+    )
+
+
 def node_parameters(opts: DemoOptions, run_dir: Path) -> tuple[dict, dict, dict]:
     """(trainer, policy, sim) parameter overrides of one run, on top of the config/*.yaml files."""
     trainer = {
@@ -334,8 +347,10 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     reward = RewardConfig(max_episode_steps=opts.episode_steps, stuck_steps=opts.stuck_steps)
     seed = 10_000 + opts.seed  # evaluation starts differ from the training run's first ones
     _print(f"\nevaluating: {opts.eval_episodes} episodes each, same starts (seed {seed}) ...")
+    camera = evaluation_camera(opts)
     random_eval = evaluate(
-        random_driver(seed), "random", episodes=opts.eval_episodes, seed=seed, reward=reward
+        random_driver(seed), "random", episodes=opts.eval_episodes, seed=seed, reward=reward,
+        sim_config=camera,
     )
     weights = run_dir / "weights" / "policy.safetensors"
     learned_eval, why_not = None, ""
@@ -350,6 +365,7 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
                 episodes=opts.eval_episodes,
                 seed=seed,
                 reward=reward,
+                sim_config=camera,
             )
         except WeightsRejected as exc:
             why_not = f"the saved weights were rejected: {exc}"

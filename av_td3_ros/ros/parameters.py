@@ -419,8 +419,9 @@ def _sim_node_parameters() -> list[ParameterSpec]:
         *(by_name[name] for name in _SIM_SHARES_WITH_POLICY),
         P("status_topic", "/carla/status", "carla_msgs/CarlaStatus topic, one per tick"),
         P("publish_clock", True, "publish /clock (sim time) every tick, like the bridge"),
-        *parameters_from(SimConfig, only=("seed", "image_width", "image_height", "view_width_m",
-                                          "fixed_delta_seconds", "traffic", "random_start", "initial_speed")),
+        *parameters_from(SimConfig, only=("seed", "camera_view", "image_width", "image_height",
+                                          "view_width_m", "fixed_delta_seconds", "traffic", "random_start",
+                                          "initial_speed")),
         P("control_timeout", 1.0,
           "wall seconds a tick waits for the control of its frame before going on with the last control "
           "(the bridge's synchronous_mode_wait_for_vehicle_control_command)", min=0.01, max=60.0),

@@ -6,8 +6,10 @@ publishers, a TRANSIENT_LOCAL subscription only TRANSIENT_LOCAL publishers; BEST
 subscriptions match anything. So:
 - camera: RELIABLE depth 10 like the CARLA bridge; BEST_EFFORT would let the writer drop most
   1.9 MB frames on default transports (FACTS: 3 of 50 arrived).
-- sensor (odometry): BEST_EFFORT depth 10 on the subscription side: matches a reliable or a
-  best-effort publisher; a small message that is superseded 20x a second.
+- sensor (odometry): RELIABLE depth 10, as the bridge publishes it. It was BEST_EFFORT (to match
+  any publisher) until 800x600 camera frames on default transports were measured to crowd out
+  about 25 % of best-effort odometry samples: each lost one holds a frame odometry_sync_timeout
+  long and then pairs it with the previous tick's pose.
 - events (collision, lane invasion): RELIABLE depth 10 — one-shot events must not be lost.
 - route: RELIABLE TRANSIENT_LOCAL depth 1 — published once; a late subscriber still gets it.
 - weights: RELIABLE TRANSIENT_LOCAL depth 1 — a policy node that starts late gets the latest.
@@ -51,7 +53,7 @@ def _profile(depth: int, reliable: bool = True, latched: bool = False) -> QoSPro
 
 
 CAMERA_QOS = _profile(10)
-SENSOR_QOS = _profile(10, reliable=False)
+SENSOR_QOS = _profile(10)
 EVENT_QOS = _profile(10)
 ROUTE_QOS = _profile(1, latched=True)
 WEIGHTS_QOS = _profile(1, latched=True)

@@ -32,7 +32,8 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 from av_td3_ros.config_schema import Settings, setting
-from av_td3_ros.sim.render import TopDownRenderer
+from av_td3_ros.sim.camera import rgb_front_camera
+from av_td3_ros.sim.render import FrontCameraRenderer, TopDownRenderer
 
 ENV_ID = "racetrack-v1"
 EGO_ACTOR_ID = 1  # other actors are numbered 2, 3, ... in spawn order; 0 means "none"
@@ -41,6 +42,9 @@ EGO_ACTOR_ID = 1  # other actors are numbered 2, 3, ... in spawn order; 0 means 
 LANE_MARKING_OTHER = 0
 LANE_MARKING_BROKEN = 1
 LANE_MARKING_SOLID = 2
+
+CAMERA_VIEWS = ("front", "top")
+_RGB_FRONT = rgb_front_camera()  # config/objects.json's camera: its image size is the default one
 
 
 def _wrap(angle: float) -> float:
@@ -58,9 +62,13 @@ class SimConfig(Settings):
     transitions, inference and ROS traffic per second of driving for nearly identical frames.
     """
 
-    image_width: int = setting(400, "camera image width [px]", min=8, max=4096)
-    image_height: int = setting(300, "camera image height [px]", min=8, max=4096)
-    # 40 m -> 10 px/m at 400 px (15 m visible ahead), 2.1 px/m at 84 px (20 m ahead).
+    camera_view: str = setting(
+        "front", "front: what the rgb_front camera of config/objects.json sees (same fov and mounting); "
+        "top: a heading-up map around the car", choices=CAMERA_VIEWS,
+    )
+    image_width: int = setting(_RGB_FRONT.width, "camera image width [px]", min=8, max=4096)
+    image_height: int = setting(_RGB_FRONT.height, "camera image height [px]", min=8, max=4096)
+    # Top view only. 40 m -> 10 px/m at 400 px (15 m visible ahead), 2.1 px/m at 84 px (20 m ahead).
     view_width_m: float = setting(40.0, "metres of ground across the image width", min=1.0)
     ego_anchor: tuple[float, float] = setting(
         (0.5, 0.5), "where the ego sits in the image, as fractions of (width, height) from the top-left",
@@ -112,7 +120,7 @@ class SimState:
     sim_time: float  # frame * fixed_delta_seconds [s]; monotonic across resets (safe for /clock)
     episode: int  # number of resets so far
     episode_step: int  # ticks since the last reset (0 at reset)
-    image: np.ndarray = field(repr=False)  # (H, W, 4) uint8 BGRA, heading-up, ego at ego_anchor
+    image: np.ndarray = field(repr=False)  # (H, W, 4) uint8 BGRA: the front camera or the top view
     x: float = 0.0
     y: float = 0.0
     yaw: float = 0.0  # [rad] in [-pi, pi)
@@ -148,7 +156,11 @@ class EmbeddedSimulator:
         }
         # The gym checker rejects the empty observation space; we do not use the gym API anyway.
         self._env = gym.make(ENV_ID, config=hw_config, disable_env_checker=True).unwrapped
-        self._renderer = TopDownRenderer(cfg.image_width, cfg.image_height, cfg.view_width_m, cfg.ego_anchor)
+        if cfg.camera_view == "front":
+            self._renderer = FrontCameraRenderer(rgb_front_camera(cfg.image_width, cfg.image_height))
+        else:
+            self._renderer = TopDownRenderer(cfg.image_width, cfg.image_height, cfg.view_width_m,
+                                             cfg.ego_anchor)
         self._dt = cfg.fixed_delta_seconds / cfg.substeps
         self._frame = 0
         self._episode = 0
