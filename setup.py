@@ -26,6 +26,7 @@ setup(
             f"trainer_node = {PACKAGE}.nodes.trainer_node:main",
             f"sim_node = {PACKAGE}.nodes.sim_node:main",
             f"episode_manager = {PACKAGE}.nodes.episode_manager:main",
+            f"vehicle_command_converter = {PACKAGE}.nodes.vehicle_command_converter:main",
             f"av-td3 = {PACKAGE}.cli:main",
         ],
     },

@@ -92,7 +92,10 @@ def test_sim_node_and_policy_node_drive_exactly_like_the_evaluation(spawn, rclpy
     recorder = Recorder(rclpy_context)
     try:
         spawn(["-m", "av_td3_ros.nodes.sim_node", "--ros-args", "-p", f"role_name:={ROLE}",
-               "-p", f"seed:={SEED}", "-p", f"reset_service:=/{ROLE}/reset"])
+               "-p", f"seed:={SEED}", "-p", f"reset_service:=/{ROLE}/reset",
+               # The first route before the first frame, as the evaluation has it (the late-route
+               # start of the real bridge is the driving core's own test).
+               "-p", "route_delay_ticks:=0"])
         spawn(["-m", "av_td3_ros.nodes.policy_node", "--ros-args", "-r", "__node:=policy_twin",
                "-p", f"role_name:={ROLE}", "-p", "mode:=train", "-p", "exploration_noise:=0.0",
                "-p", "initial_action_limit:=0.0", "-p", f"weights_file:={weights_file}",
