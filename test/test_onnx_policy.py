@@ -57,7 +57,7 @@ def simulator_observations(exported):
         seen.append((frames.copy(), kinematics.copy(), action))
         return action
 
-    evaluate(driver, "torch", episodes=4, seed=11, reward=RewardConfig(max_episode_steps=30))
+    evaluate(driver, "torch", episodes=6, seed=11, reward=RewardConfig(max_episode_steps=30))
     return seen
 
 

@@ -100,7 +100,7 @@ def AUTOWARE_TOPICS(role):  # noqa: N802 - one car's autoware topics, on both en
 def drive(spawn, context, role, output, weights_file, *policy_params, sim_params=()):
     car = Car(context, role)
     spawn(["-m", "av_td3_ros.nodes.sim_node", "--ros-args", "-p", f"role_name:={role}", "-p", f"seed:={SEED}",
-           "-p", "image_width:=400", "-p", "image_height:=300",
+           "-p", "image_width:=400", "-p", "image_height:=300", "-p", "route_delay_ticks:=0",
            *[a for p in sim_params for a in ("-p", p)]])
     if output != "carla":
         spawn(["-m", "av_td3_ros.nodes.vehicle_command_converter", "--ros-args", "-r",
@@ -135,6 +135,7 @@ def test_ackermann_and_autoware_outputs_drive_the_car_as_far_as_the_carla_output
             ticks = car.wait_ticks(TICKS)
             assert car.route is not None
             lengths[output] = length_on_route(car.route, ticks)
+            print(output, [(round(t[3], 2)) for t in ticks[:20]])
         finally:
             car.close()
             spawn.close()

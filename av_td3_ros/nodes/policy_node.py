@@ -462,10 +462,11 @@ class PolicyNode(LifecycleNode):
                 # previous run's (found by test_hardening.py: otherwise up to StampGate.memory
                 # frames of the new run got no control at all).
                 self.gate.clear()
-            # Train mode before the first frame: nothing drives yet, and in CARLA's synchronous
-            # mode ANY control releases a tick (the bridge never reads its stamp): a start-up brake
-            # would be taken as the first frame's answer and put every later control one tick late.
-            if self.p.mode != "train" or self.watchdog.age("camera", now) is not None:
+            # Before the first frame nothing has been commanded yet (the vehicle interface's own
+            # command timeout holds the car), and in CARLA's synchronous mode ANY control releases
+            # a tick (the bridge never reads its stamp): a start-up brake would be taken as the
+            # first frame's answer and put every later control one tick late.
+            if self.watchdog.age("camera", now) is not None:
                 self._publish_control(BRAKE, None)
             ages = ", ".join(
                 f"{k} {'never received' if a is None else f'{a:.2f} s old'}" for k, a in stale.items()
