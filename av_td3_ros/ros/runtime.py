@@ -44,6 +44,8 @@ from av_td3_ros.model.networks import CNN_NORMS
 
 __all__ = [
     "WEIGHTS_TRUST",
+    "resolve_weights_trust",
+    "trust_problems",
     "LoadedPolicy",
     "PolicyRuntime",
     "WeightsPayload",
@@ -53,6 +55,27 @@ __all__ = [
 ]
 
 WEIGHTS_TRUST = ("signed", "any")
+
+
+def resolve_weights_trust(setting: str, mode: str) -> str:
+    """The policy node's `weights_trust` parameter -> "signed" | "any": `auto` is signed in deploy
+    mode (a car on a real network) and any in train mode (a simulator, whose transitions and
+    resets are not authenticated either: docs/safety.md)."""
+    if setting == "auto":
+        return "signed" if mode == "deploy" else "any"
+    if setting not in WEIGHTS_TRUST:
+        raise ValueError(f"weights_trust must be auto or one of {WEIGHTS_TRUST}, got {setting!r}")
+    return setting
+
+
+def trust_problems(trust: str, trusted_keys: Mapping, key_error: str = "") -> list[str]:
+    """What a node reports as WARN about its weights trust (empty = nothing to report)."""
+    if trust == "any":
+        return ["weights_trust any: weights from any publisher on the domain are installed unverified"]
+    problems = [f"trusted_keys: {key_error}"] if key_error else []
+    if not trusted_keys:
+        problems.append("weights_trust signed but no usable trusted_keys: every weights update is refused")
+    return problems
 
 
 @dataclass(frozen=True)

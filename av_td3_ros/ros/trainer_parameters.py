@@ -27,6 +27,9 @@ TRAINER_NODE_PARAMETERS: list[ParameterSpec] = [
     P("transitions_topic", "/av_td3/transitions", "av_td3_msgs/Transition input (RELIABLE depth 1000)"),
     P("weights_topic", "/av_td3/policy_weights",
                   "av_td3_msgs/PolicyWeights output (RELIABLE TRANSIENT_LOCAL depth 1)"),
+    P("signing_key", "",
+      "ed25519 private key file (PEM, 0600; `av-td3 keys`) that signs every published payload; "
+      "empty = unsigned (policy nodes with weights_trust signed refuse them)"),
     P("status_topic", "/av_td3/training_status", "av_td3_msgs/TrainingStatus output (no header)"),
     P("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray output"),
     P("executor", "events",
