@@ -2,10 +2,14 @@
 
     av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
     av-td3 drive --weights FILE [--episodes K] [--out drive.gif]
+    av-td3 keys --out DIR [--name trainer]
+    av-td3 sign --key trainer.key WEIGHTS [--out SIGNED] [--cnn-norm layer|none] [--version N]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
-simulator and saves the camera view as an animated GIF.
+simulator and saves the camera view as an animated GIF; `keys` makes an ed25519 key pair for signed
+weights (the trainer's `signing_key`, the policy nodes' `trusted_keys`); `sign` signs a weights
+file (metadata and tensors) so that a policy node with `weights_trust: signed` loads it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     drive.add_argument("--episode-steps", type=_positive(int), default=300)
     drive.add_argument("--seed", type=int, default=0)
     drive.add_argument("--out", default="", help="GIF path (default runs/drive-<date>-<time>.gif)")
+    keys = sub.add_parser("keys", help="make an ed25519 key pair for signed weights")
+    keys.add_argument("--out", required=True, help="folder for <name>.key (0600) and <name>.key.pub")
+    keys.add_argument("--name", default="trainer", help="file name stem (trainer)")
+    sign = sub.add_parser("sign", help="sign a safetensors weights file (metadata and tensors)")
+    sign.add_argument("weights", help="safetensors policy weights")
+    sign.add_argument("--key", required=True, help="ed25519 private key file (from av-td3 keys)")
+    sign.add_argument("--out", default="", help="signed file (default: replace WEIGHTS, atomically)")
+    sign.add_argument("--cnn-norm", choices=("layer", "none"), default=None,
+                      help="the CNN normalization, for a file that does not name it")
+    sign.add_argument("--version", type=_positive(int), default=None,
+                      help="the weights version, for a file that does not state it")
     return parser
 
 
@@ -94,7 +109,78 @@ def main(argv: list[str] | None = None) -> None:
             sim=_key_values(args.sim_param),
         )
         sys.exit(run_demo(opts))
+    if args.command == "keys":
+        sys.exit(make_keys(Path(args.out), args.name))
+    if args.command == "sign":
+        sys.exit(sign(Path(args.weights), Path(args.key), Path(args.out or args.weights), args.cnn_norm,
+                      args.version))
     sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out))
+
+
+def make_keys(folder: Path, name: str) -> int:
+    from av_td3_ros.learning.signing import KeyFileError, generate_key_pair
+
+    private = folder / f"{name}.key"
+    try:
+        key = generate_key_pair(private)
+    except KeyFileError as exc:
+        print(f"av-td3 keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"key id {key.key_id}\n  private (keep on the trainer only, 0600): {private}\n"
+          f"  public (give to every policy node):      {private}.pub\n"
+          f"trainer_node: -p signing_key:={private}\n"
+          f"policy_node:  -p weights_trust:=signed -p \"trusted_keys:=[{private}.pub]\"")
+    return 0
+
+
+def sign(weights: Path, key_path: Path, out: Path, cnn_norm: str | None, version: int | None) -> int:
+    """Validate WEIGHTS as a policy (never sign what a node would refuse), add what it does not
+    state (--cnn-norm, --version; never overwrite what it states), sign, write atomically."""
+    import hashlib
+
+    from av_td3_ros.atomic_file import write_atomic
+    from av_td3_ros.learning.signing import (
+        KeyFileError,
+        SignatureRejected,
+        load_signing_key,
+        read_header,
+        sign_payload,
+        with_metadata,
+    )
+    from av_td3_ros.learning.weights import WeightsPayload, WeightsRejected
+    from av_td3_ros.ros.runtime import PolicyRuntime
+
+    def fail(text: str) -> int:
+        print(f"av-td3 sign: {text}", file=sys.stderr)
+        return 2
+
+    try:
+        key = load_signing_key(key_path)
+        payload = weights.read_bytes()
+        meta = read_header(payload).metadata
+    except (KeyFileError, SignatureRejected) as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot read {weights}: {exc.strerror}")
+    added = {}
+    for name, given in (("cnn_norm", cnn_norm), ("version", version)):
+        if given is None:
+            if name not in meta:
+                return fail(f"{weights} does not state its {name}; pass --{name.replace('_', '-')}")
+        elif name in meta and meta[name] != str(given):
+            return fail(f"{weights} states {name} {meta[name]!r}; refusing to change it to {given!r}")
+        else:
+            added[name] = str(given)
+    payload = with_metadata(payload, added)
+    try:
+        runtime = PolicyRuntime()  # trust any: the content is checked here, the signature is ours to add
+        decoded = runtime.decode(WeightsPayload(payload, hashlib.sha256(payload).hexdigest()))
+        runtime.prepare(decoded, str(weights))  # the trial run: finite actions
+    except WeightsRejected as exc:
+        return fail(f"{weights} is not a policy a node would load: {exc}")
+    write_atomic(out, sign_payload(payload, key))
+    print(f"signed {out}: version {decoded.version}, cnn_norm {decoded.cnn_norm}, key id {key.key_id}")
+    return 0
 
 
 def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str) -> int:

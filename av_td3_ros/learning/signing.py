@@ -57,6 +57,7 @@ __all__ = [
     "read_header",
     "sign_payload",
     "verify_payload",
+    "with_metadata",
 ]
 
 SIGNATURE_SCHEME = "ed25519-sha256-av_td3-v1"
@@ -191,6 +192,15 @@ def _with_metadata(payload, header: SafetensorsHeader, metadata: Mapping[str, st
     return struct.pack("<Q", len(text)) + text + bytes(memoryview(payload).cast("B")[header.data_start :])
 
 
+def with_metadata(payload: bytes | bytearray | memoryview, entries: Mapping[str, str]) -> bytes:
+    """The payload with `entries` set in its metadata, tensors unchanged. Any signature is dropped:
+    it would no longer match (sign the result again)."""
+    header = read_header(payload)
+    metadata = {k: v for k, v in header.metadata.items() if k not in SIGNATURE_KEYS}
+    metadata.update({str(k): str(v) for k, v in entries.items()})
+    return _with_metadata(payload, header, metadata)
+
+
 def is_signed(payload) -> bool:
     return "signature" in read_header(payload).metadata
 
@@ -261,6 +271,8 @@ def load_signing_key(path: str | os.PathLike) -> SigningKey:
     """A PEM ed25519 private key. Refused when group or others may read it (as ssh does)."""
     path = Path(path)
     data = _read_key_file(path)
+    if b"PUBLIC KEY" in data:
+        raise KeyFileError(f"{path} is a public key; signing needs the private key file")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise KeyFileError(f"signing key {path} is readable by others (mode {mode:o}); chmod 600 it")
