@@ -2,13 +2,14 @@
 
     av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
     av-td3 drive --weights FILE [--episodes K] [--out drive.gif]
-    av-td3 keys --out DIR [--name trainer]
+    av-td3 keys --out DIR [--name trainer] | --dds-keystore DIR
     av-td3 sign --key trainer.key WEIGHTS [--out SIGNED] [--cnn-norm layer|none] [--version N]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
 simulator and saves the camera view as an animated GIF; `keys` makes an ed25519 key pair for signed
-weights (the trainer's `signing_key`, the policy nodes' `trusted_keys`); `sign` signs a weights
+weights (the trainer's `signing_key`, the policy nodes' `trusted_keys`), or with --dds-keystore a
+DDS Security keystore (openssl: CA, enclaves, governance, permissions); `sign` signs a weights
 file (metadata and tensors) so that a policy node with `weights_trust: signed` loads it.
 """
 
@@ -74,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     drive.add_argument("--seed", type=int, default=0)
     drive.add_argument("--out", default="", help="GIF path (default runs/drive-<date>-<time>.gif)")
     keys = sub.add_parser("keys", help="make an ed25519 key pair for signed weights")
-    keys.add_argument("--out", required=True, help="folder for <name>.key (0600) and <name>.key.pub")
+    what = keys.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="folder for <name>.key (0600) and <name>.key.pub")
+    what.add_argument("--dds-keystore", help="make a DDS Security keystore (SROS2 layout) in this folder")
     keys.add_argument("--name", default="trainer", help="file name stem (trainer)")
     sign = sub.add_parser("sign", help="sign a safetensors weights file (metadata and tensors)")
     sign.add_argument("weights", help="safetensors policy weights")
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(run_demo(opts))
     if args.command == "keys":
+        if args.dds_keystore:
+            sys.exit(make_dds_keystore(Path(args.dds_keystore)))
         sys.exit(make_keys(Path(args.out), args.name))
     if args.command == "sign":
         sys.exit(sign(Path(args.weights), Path(args.key), Path(args.out or args.weights), args.cnn_norm,
@@ -130,6 +135,21 @@ def make_keys(folder: Path, name: str) -> int:
           f"  public (give to every policy node):      {private}.pub\n"
           f"trainer_node: -p signing_key:={private}\n"
           f"policy_node:  -p weights_trust:=signed -p \"trusted_keys:=[{private}.pub]\"")
+    return 0
+
+
+def make_dds_keystore(root: Path) -> int:
+    from av_td3_ros.dds_security import KeystoreError, create_keystore
+
+    try:
+        enclaves = create_keystore(root)
+    except KeystoreError as exc:
+        print(f"av-td3 keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"DDS Security keystore {root}: enclaves {', '.join(enclaves)}\n"
+          f"  ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce ROS_SECURITY_KEYSTORE={root.resolve()}\n"
+          f"  and per process --ros-args --enclave <enclave> (or ROS_SECURITY_ENCLAVE_OVERRIDE);\n"
+          f"  docker compose -f docker/compose.yaml -f docker/compose.security.yaml ...")
     return 0
 
 
