@@ -248,7 +248,7 @@ def create_keystore(root: str | os.PathLike, enclaves=tuple(ENCLAVES), days: int
         _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
         _openssl("req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", str(days),
                  "-subj", "/CN=av_td3_ros keystore CA", "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(ca_cert))
+                 "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign", "-out", str(ca_cert))
         for name in ("identity_ca.cert.pem", "permissions_ca.cert.pem"):
             shutil.copyfile(ca_cert, public / name)
         (enclaves_dir / "governance.xml").write_text(governance_xml())
