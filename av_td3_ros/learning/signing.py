@@ -189,7 +189,8 @@ def _with_metadata(payload, header: SafetensorsHeader, metadata: Mapping[str, st
     new = {"__metadata__": dict(metadata), **header.tensors}
     text = json.dumps(new, separators=(",", ":"), ensure_ascii=True).encode()
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + bytes(memoryview(payload).cast("B")[header.data_start :])
+    # One copy of the tensor bytes (a concatenation of bytes() would make two).
+    return b"".join((struct.pack("<Q", len(text)), text, memoryview(payload).cast("B")[header.data_start :]))
 
 
 def with_metadata(payload: bytes | bytearray | memoryview, entries: Mapping[str, str]) -> bytes:
