@@ -307,3 +307,39 @@ def test_a_signed_weights_file_is_checked_at_load(tmp_path, state_dict, keys):
     tampered.write_bytes(_rewrite_header(good.read_bytes(), _set_meta("version", "10")))
     with pytest.raises(WeightsRejected, match="changed after signing"):
         load_weights_file(tampered, runtime)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _cli(*argv) -> int:
+    from av_td3_ros import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(argv))
+    return exit_info.value.code
+
+
+def test_av_td3_keys_and_sign_make_a_file_a_signed_deploy_node_loads(tmp_path, state_dict, capsys):
+    assert _cli("keys", "--out", str(tmp_path / "keys")) == 0
+    assert "key id" in capsys.readouterr().out
+    assert _cli("keys", "--out", str(tmp_path / "keys")) == 2  # never replaces a key
+    key = str(tmp_path / "keys" / "trainer.key")
+    legacy = tmp_path / "legacy.safetensors"
+    legacy.write_bytes(encode_policy_weights(state_dict, {"version": 4}))
+    assert _cli("sign", str(legacy), "--key", key) == 2
+    assert "does not state its cnn_norm; pass --cnn-norm" in capsys.readouterr().err
+    assert _cli("sign", str(legacy), "--key", key, "--cnn-norm", "none") == 2  # the tensors say layer
+    assert "do not fit the metadata's cnn_norm 'none'" in capsys.readouterr().err
+    signed = tmp_path / "signed.safetensors"
+    assert _cli("sign", str(legacy), "--key", key, "--cnn-norm", "layer", "--out", str(signed)) == 0
+    assert _cli("sign", str(signed), "--key", key, "--version", "5") == 2  # never rewrites a stated field
+    assert "refusing to change it" in capsys.readouterr().err
+    runtime = PolicyRuntime(trust="signed", trusted_keys=signing.load_trusted_keys([key + ".pub"]))
+    decoded = load_weights_file(signed, runtime)
+    assert (decoded.version, decoded.cnn_norm) == (4, "layer")
+    pickled = tmp_path / "policy.pt"
+    torch.save(state_dict, pickled)
+    assert _cli("sign", str(pickled), "--key", key, "--cnn-norm", "layer") == 2
+    assert _cli("sign", str(signed), "--key", key + ".pub") == 2
+    assert "is a public key" in capsys.readouterr().err
