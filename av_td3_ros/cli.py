@@ -3,12 +3,18 @@
     av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
     av-td3 drive --weights FILE [--episodes K] [--camera-view front|top] [--out drive.gif]
     av-td3 export --weights FILE.safetensors --onnx FILE.onnx [--norm layer|none]
+    av-td3 keys --out DIR [--name trainer] | --dds-keystore DIR
+    av-td3 sign --key trainer.key WEIGHTS [--out SIGNED] [--cnn-norm layer|none] [--version N]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
 simulator and saves what its camera sees (by default the front camera, rgb_front of
 config/objects.json) as an animated GIF; `export` writes the policy (encoder + actor) as an ONNX
-file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy).
+file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy). `keys` makes an
+ed25519 key pair for signed
+weights (the trainer's `signing_key`, the policy nodes' `trusted_keys`), or with --dds-keystore a
+DDS Security keystore (openssl: CA, enclaves, governance, permissions); `sign` signs a weights
+file (metadata and tensors) so that a policy node with `weights_trust: signed` loads it.
 """
 
 from __future__ import annotations
@@ -79,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", required=True, help="output .onnx path (written atomically)")
     export.add_argument("--norm", choices=("layer", "none"), default="layer",
                         help="the CNN's normalization the weights were trained with (layer)")
+    keys = sub.add_parser("keys", help="make an ed25519 key pair for signed weights")
+    what = keys.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="folder for <name>.key (0600) and <name>.key.pub")
+    what.add_argument("--dds-keystore", help="make a DDS Security keystore (SROS2 layout) in this folder")
+    keys.add_argument("--name", default="trainer", help="file name stem (trainer)")
+    sign = sub.add_parser("sign", help="sign a safetensors weights file (metadata and tensors)")
+    sign.add_argument("weights", help="safetensors policy weights")
+    sign.add_argument("--key", required=True, help="ed25519 private key file (from av-td3 keys)")
+    sign.add_argument("--out", default="", help="signed file (default: replace WEIGHTS, atomically)")
+    sign.add_argument("--cnn-norm", choices=("layer", "none"), default=None,
+                      help="the CNN normalization, for a file that does not name it")
+    sign.add_argument("--version", type=_positive(int), default=None,
+                      help="the weights version, for a file that does not state it")
     return parser
 
 
@@ -104,9 +123,97 @@ def main(argv: list[str] | None = None) -> None:
             sim=_key_values(args.sim_param),
         )
         sys.exit(run_demo(opts))
+    if args.command == "keys":
+        if args.dds_keystore:
+            sys.exit(make_dds_keystore(Path(args.dds_keystore)))
+        sys.exit(make_keys(Path(args.out), args.name))
+    if args.command == "sign":
+        sys.exit(sign(Path(args.weights), Path(args.key), Path(args.out or args.weights), args.cnn_norm,
+                      args.version))
     if args.command == "export":
         sys.exit(export_onnx_file(args.weights, args.onnx, args.norm))
     sys.exit(drive(args.weights, args.episodes, args.episode_steps, args.seed, args.out, args.camera_view))
+
+
+def make_keys(folder: Path, name: str) -> int:
+    from av_td3_ros.learning.signing import KeyFileError, generate_key_pair
+
+    private = folder / f"{name}.key"
+    try:
+        key = generate_key_pair(private)
+    except KeyFileError as exc:
+        print(f"av-td3 keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"key id {key.key_id}\n  private (keep on the trainer only, 0600): {private}\n"
+          f"  public (give to every policy node):      {private}.pub\n"
+          f"trainer_node: -p signing_key:={private}\n"
+          f"policy_node:  -p weights_trust:=signed -p \"trusted_keys:=[{private}.pub]\"")
+    return 0
+
+
+def make_dds_keystore(root: Path) -> int:
+    from av_td3_ros.dds_security import KeystoreError, create_keystore
+
+    try:
+        enclaves = create_keystore(root)
+    except KeystoreError as exc:
+        print(f"av-td3 keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"DDS Security keystore {root}: enclaves {', '.join(enclaves)}\n"
+          f"  ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce ROS_SECURITY_KEYSTORE={root.resolve()}\n"
+          f"  and per process --ros-args --enclave <enclave> (or ROS_SECURITY_ENCLAVE_OVERRIDE);\n"
+          f"  docker compose -f docker/compose.yaml -f docker/compose.security.yaml ...")
+    return 0
+
+
+def sign(weights: Path, key_path: Path, out: Path, cnn_norm: str | None, version: int | None) -> int:
+    """Validate WEIGHTS as a policy (never sign what a node would refuse), add what it does not
+    state (--cnn-norm, --version; never overwrite what it states), sign, write atomically."""
+    import hashlib
+
+    from av_td3_ros.atomic_file import write_atomic
+    from av_td3_ros.driving.runtime import PolicyRuntime
+    from av_td3_ros.learning.signing import (
+        KeyFileError,
+        SignatureRejected,
+        load_signing_key,
+        read_header,
+        sign_payload,
+        with_metadata,
+    )
+    from av_td3_ros.learning.weights import WeightsPayload, WeightsRejected
+
+    def fail(text: str) -> int:
+        print(f"av-td3 sign: {text}", file=sys.stderr)
+        return 2
+
+    try:
+        key = load_signing_key(key_path)
+        payload = weights.read_bytes()
+        meta = read_header(payload).metadata
+    except (KeyFileError, SignatureRejected) as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot read {weights}: {exc.strerror}")
+    added = {}
+    for name, given in (("cnn_norm", cnn_norm), ("version", version)):
+        if given is None:
+            if name not in meta:
+                return fail(f"{weights} does not state its {name}; pass --{name.replace('_', '-')}")
+        elif name in meta and meta[name] != str(given):
+            return fail(f"{weights} states {name} {meta[name]!r}; refusing to change it to {given!r}")
+        else:
+            added[name] = str(given)
+    payload = with_metadata(payload, added)
+    try:
+        runtime = PolicyRuntime()  # trust any: the content is checked here, the signature is ours to add
+        decoded = runtime.decode(WeightsPayload(payload, hashlib.sha256(payload).hexdigest()))
+        runtime.prepare(decoded, str(weights))  # the trial run: finite actions
+    except WeightsRejected as exc:
+        return fail(f"{weights} is not a policy a node would load: {exc}")
+    write_atomic(out, sign_payload(payload, key))
+    print(f"signed {out}: version {decoded.version}, cnn_norm {decoded.cnn_norm}, key id {key.key_id}")
+    return 0
 
 
 def drive(weights: str, episodes: int, episode_steps: int, seed: int, out: str,

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     err = tempfile.NamedTemporaryFile("w+", prefix="memory_soak-node-", suffix=".log", delete=False)
     params = {"role_name": ROLE, "actor_id": ROLE, "mode": args.mode, "weights_topic": f"/{ROLE}/weights",
               "transitions_topic": f"/{ROLE}/transitions", "reset_service": f"/{ROLE}/reset",
-              "sensor_timeout": 1.0, "seed": 1}
+              "sensor_timeout": 1.0, "seed": 1, "weights_trust": "any"}  # its weights are unsigned
     cmd = [sys.executable, "-m", "av_td3_ros.nodes.policy_node", "--ros-args", "-r", "__node:=soak_policy"]
     for key, value in params.items():
         cmd += ["-p", f"{key}:={value}"]

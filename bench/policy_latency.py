@@ -130,6 +130,8 @@ def bench_compute(frames: int, weights: str) -> None:
                 "-p",
                 f"mode:={mode}",
                 "-p",
+                "weights_trust:=any",
+                "-p",
                 f"weights_file:={weights}",
                 "-p",
                 "sensor_timeout:=60.0",
@@ -227,8 +229,8 @@ def _bench_swap(weights: str, swaps: int, gated: bool):
         msg = policy_weights_to_message(PolicyNetwork().state_dict(), version)
         updates.append(deserialize_message(serialize_message(msg), PolicyWeights))
     context = Context()
-    rclpy.init(context=context, args=["--ros-args", "-p", "mode:=deploy", "-p", f"weights_file:={weights}",
-                                      "-p", "sensor_timeout:=60.0"])
+    rclpy.init(context=context, args=["--ros-args", "-p", "mode:=deploy", "-p", "weights_trust:=any",
+                                      "-p", f"weights_file:={weights}", "-p", "sensor_timeout:=60.0"])
     node = PolicyNode("bench_policy_swap", context=context)
     if not gated:
         from av_td3_ros.driving.frame_windows import FrameWindows
@@ -368,6 +370,8 @@ def bench_dds(frames: int, weights: str) -> None:
                 "role_name:=bench",
                 "-p",
                 "mode:=deploy",
+                "-p",
+                "weights_trust:=any",  # unsigned weights; bench/weights_signing.py times signing
                 "-p",
                 f"weights_file:={weights}",
                 "-p",

@@ -39,6 +39,11 @@ def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the
     assert max(int(r["policy_version"]) for r in rows) > 0, "the policy node never used trainer weights"
     decoded = load_weights_file(run / "weights" / "policy.safetensors", PolicyRuntime())
     assert decoded.version > 0
+    # Signed out of the box: the run's own key signed what the policy node installed and saved.
+    from av_td3_ros.learning.signing import load_trusted_keys, verify_payload
+
+    trusted = load_trusted_keys([run / "keys" / "trainer.key.pub"])
+    assert verify_payload((run / "weights" / "policy.safetensors").read_bytes(), trusted) in trusted
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "learning_curve.png").stat().st_size > 10_000
     assert (run / "config.json").exists() and (run / "report.md").exists()

@@ -568,7 +568,7 @@ class FuzzRun:
 def run_fuzz(bridges, spawn, mode: str, count: int) -> FuzzRun:
     role = f"fuzz_{mode}_{count}"
     bridge = bridges(role)
-    params = [f"mode:={mode}", "sensor_timeout:=5.0", "seed:=5"]
+    params = [f"mode:={mode}", "weights_trust:=any", "sensor_timeout:=5.0", "seed:=5"]
     if mode == "deploy":  # with a policy: the unusable inputs must not reach the actor
         bridge.weights.publish(policy_weights_to_message(_weights(1), 1))
     bridge.publish_route()
@@ -773,7 +773,7 @@ def weights_guard(module_spawn, module_rclpy_context, tmp_path_factory):
     """One deploy-mode node driving with good weights version 2, shared by the BAD_WEIGHTS tests."""
     bridge = FuzzBridge(module_rclpy_context, GUARD_ROLE)
     bridge.publish_route()
-    node = start_node(module_spawn, GUARD_ROLE, "mode:=deploy", "sensor_timeout:=5.0",
+    node = start_node(module_spawn, GUARD_ROLE, "mode:=deploy", "weights_trust:=any", "sensor_timeout:=5.0",
                       f"max_weights_bytes:={MAX_WEIGHTS_BYTES}")
     bridge.wait_matched()
     good = _weights(2)
@@ -832,7 +832,7 @@ def test_a_restarted_policy_node_picks_up_the_latest_weights_from_the_transient_
     bridge = bridges(role)  # its weights publisher (the trainer's side) stays alive throughout
     bridge.publish_route()
     bridge.weights.publish(policy_weights_to_message(_weights(31), 1))
-    first = start_node(spawn, role, "mode:=deploy", "sensor_timeout:=5.0")
+    first = start_node(spawn, role, "mode:=deploy", "weights_trust:=any", "sensor_timeout:=5.0")
     bridge.wait_matched()
     _wait(lambda: bridge.diag("policy_version") == "1", 30, "version 1")
     w3 = _weights(33)
@@ -846,7 +846,7 @@ def test_a_restarted_policy_node_picks_up_the_latest_weights_from_the_transient_
     assert first.wait(timeout=10) == -signal.SIGKILL
     with bridge.lock:
         bridge.diagnostics = {}
-    second = start_node(spawn, role, "mode:=deploy", "sensor_timeout:=5.0")
+    second = start_node(spawn, role, "mode:=deploy", "weights_trust:=any", "sensor_timeout:=5.0")
     _wait(lambda: bridge.diag("policy_version") == "3", 60, "the restarted node on version 3")
     assert bridge.diag("weights_accepted") == "1"  # it got the latest version only, not v1 then v3
     bridge.wait_matched()
@@ -867,7 +867,7 @@ def test_a_restarted_simulator_with_a_new_route_and_sim_time_from_zero_is_driven
     sim.publish_route()
     w1 = _weights(41)
     sim.weights.publish(policy_weights_to_message(w1, 1))
-    node = start_node(spawn, role, "mode:=deploy", f"sensor_timeout:={timeout}")
+    node = start_node(spawn, role, "mode:=deploy", "weights_trust:=any", f"sensor_timeout:={timeout}")
     sim.wait_matched()
     _wait(lambda: sim.diag("policy_version") == "1", 30, "the policy")
     first_run = [T0 + i * DT for i in range(20)]  # sim time of the first simulator run

@@ -350,7 +350,7 @@ def _assert_action(control, action, tol=1e-4):
 def test_deploy_brakes_without_weights_then_follows_weight_updates_and_rejects_bad_ones(spawn, make_bridge):
     bridge = make_bridge("car_b")
     bridge.publish_route()
-    node = start_node(spawn, "car_b", "mode:=deploy", "sensor_timeout:=5.0")
+    node = start_node(spawn, "car_b", "mode:=deploy", "weights_trust:=any", "sensor_timeout:=5.0")
     bridge.wait_matched()
     stamp = iter(range(T0, T0 + 1000 * DT, DT))
 
@@ -504,7 +504,8 @@ def test_lifecycle_without_autostart_then_configure_activate_deactivate(spawn, m
     weights_file = tmp_path / "policy.safetensors"
     weights_file.write_bytes(encode_policy_weights(w1, {"version": 1}))
     bridge.weights.publish(policy_weights_to_message(w2, 2))
-    node = start_node(spawn, "car_d", "autostart:=false", "mode:=deploy", f"weights_file:={weights_file}",
+    node = start_node(spawn, "car_d", "autostart:=false", "mode:=deploy", "weights_trust:=any",
+                      f"weights_file:={weights_file}",
                       "sensor_timeout:=5.0")
     change = bridge.node.create_client(ChangeState, "/policy_car_d/change_state")
     get_state = bridge.node.create_client(GetState, "/policy_car_d/get_state")

@@ -11,7 +11,12 @@ At the end of the budget: the policy node is stopped (one brake), the trainer ch
 the last published weights are evaluated deterministically for N episodes next to a random policy
 on the same starts (av_td3_ros.demo.evaluation), with the stability report and a run folder:
   config.json, tensorboard/, checkpoints/, weights/policy.safetensors, learning_curve.png,
-  episodes.csv, report.md, logs/<node>.log
+  episodes.csv, report.md, logs/<node>.log, keys/trainer.key(.pub)
+
+Signed weights out of the box: each run folder gets its own ed25519 key pair (keys/, made at the
+start or reused when the folder has one); the trainer signs every payload with it and the policy
+node runs with `weights_trust: signed` trusting only its public key, so the demo drives the same
+path a deployed car does, and the saved weights are a signed file a deploy-mode node loads.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from pathlib import Path
 from av_td3_ros.config_schema import parameter_values
 from av_td3_ros.learning.config import TD3Config
 
-__all__ = ["DemoOptions", "NodeProcesses", "config_dir", "encoder_norm", "node_parameters", "run_demo"]
+__all__ = ["DemoOptions", "NodeProcesses", "config_dir", "encoder_norm", "ensure_run_keys", "node_parameters",
+           "run_demo", "run_keys"]
 
 # TD3Config.unstabilized() as trainer parameters: the td3.* values it changes (grad_clip 0 = none).
 UNSTABILIZED_TRAINER = parameter_values(TD3Config.unstabilized(), "td3.", changed_from=TD3Config())
@@ -93,9 +99,27 @@ def evaluation_camera(opts: DemoOptions):
     )
 
 
+def run_keys(run_dir: Path) -> tuple[Path, Path]:
+    """(private, public) key files of a run: <run>/keys/trainer.key and .pub."""
+    private = run_dir / "keys" / "trainer.key"
+    return private, private.with_name(private.name + ".pub")
+
+
+def ensure_run_keys(run_dir: Path):
+    """The run's signing key: made on the first start, reused when the run folder already has one."""
+    from av_td3_ros.learning.signing import generate_key_pair, load_signing_key
+
+    private, public = run_keys(run_dir)
+    if private.exists() and public.exists():
+        return load_signing_key(private)
+    return generate_key_pair(private, public, overwrite=True)
+
+
 def node_parameters(opts: DemoOptions, run_dir: Path) -> tuple[dict, dict, dict]:
     """(trainer, policy, sim) parameter overrides of one run, on top of the config/*.yaml files."""
+    private_key, public_key = run_keys(run_dir)
     trainer = {
+        "signing_key": str(private_key),
         **({} if opts.stabilized else UNSTABILIZED_TRAINER),
         "log_dir": str(run_dir / "tensorboard"),
         "checkpoint_dir": str(run_dir / "checkpoints"),
@@ -109,6 +133,8 @@ def node_parameters(opts: DemoOptions, run_dir: Path) -> tuple[dict, dict, dict]
     }
     policy = {
         "mode": "train",
+        "weights_trust": "signed",
+        "trusted_keys": [str(public_key)],
         "seed": opts.seed,
         "encoder_norm": encoder_norm(opts),
         "reward.max_episode_steps": opts.episode_steps,
@@ -189,6 +215,7 @@ def run_demo(opts: DemoOptions) -> int:
     # both cores busy. The venv's Fast DDS 3 reads this name (the legacy FASTRTPS_ one warns).
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(cfg / "fastdds_shm.xml"))
     os.environ.update(env)  # for this process's own rclpy, imported below
+    key = ensure_run_keys(run_dir)
     trainer_params, policy_params, sim_params = node_parameters(opts, run_dir)
     (run_dir / "config.json").write_text(
         json.dumps(
@@ -207,6 +234,8 @@ def run_demo(opts: DemoOptions) -> int:
 
     _print(f"av-td3 demo: run folder {run_dir}")
     _print(f"  ROS_DOMAIN_ID={domain_id}, discovery on this host only; node logs in {run_dir / 'logs'}")
+    _print(f"  weights signed with this run's key {key.key_id} ({run_keys(run_dir)[0].parent}); "
+           "the policy node trusts only it")
     _print(
         f"  budget: {opts.minutes:g} min"
         + (f" or {opts.steps} environment steps" if opts.steps else "")
@@ -355,7 +384,11 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     weights = run_dir / "weights" / "policy.safetensors"
     learned_eval, why_not = None, ""
     if weights.exists():
-        runtime = PolicyRuntime(norm=encoder_norm(opts))
+        from av_td3_ros.learning.signing import load_trusted_keys
+
+        # As a deploy-mode node would: only what this run's key signed.
+        runtime = PolicyRuntime(norm=encoder_norm(opts), trust="signed",
+                                trusted_keys=load_trusted_keys([run_keys(run_dir)[1]]))
         try:
             decoded = load_weights_file(weights, runtime)
             runtime.install(runtime.prepare(decoded, str(weights)))

@@ -1,11 +1,21 @@
 """PolicyRuntime: the actor a policy node runs, and its versioned, validated weights.
 
-No rclpy here. Weights arrive as a `DecodedWeights` (from a PolicyWeights message via
-`conversions.policy_weights_from_message`) or from a safetensors file (`load_weights_file`).
-`prepare()` checks the version, builds a fresh PolicyNetwork, loads the state dict strictly and
-test-runs it once (outputs must be finite) — all OFF the inference thread. `install()` then swaps
-one reference, so an inference uses either the old or the new policy, never a mix, and is never
-blocked by a swap (no lock is held while a forward pass runs).
+No rclpy here. Weights arrive as a `WeightsPayload` (a PolicyWeights message's payload and fields,
+`conversions.policy_weights_payload`, or a safetensors file, `load_weights_file`) and `decode()`
+turns them into a `DecodedWeights`:
+- trust: with `trust="signed"` only a payload signed by one of `trusted_keys` passes
+  (av_td3_ros.learning.signing), and the message's own fields (version, action_limit, updates,
+  architecture) must equal the signed metadata, so a signed payload cannot be replayed under a
+  new version number; `trust="any"` installs any well-formed payload (a node reports it as WARN);
+- architecture: the network is built from the payload's own metadata (`cnn_norm`, `max_action`);
+  tensors that do not fit it are refused with the reason. Only an unsigned payload that names no
+  cnn_norm (a legacy file or message) is built with the runtime's `norm`;
+- then the codec's checks (size, sha256, no pickle, names/shapes/dtypes, finite values).
+`prepare()` checks the version (equal or older than the running one is refused: replay), builds a
+fresh PolicyNetwork, loads the state dict strictly and test-runs it once (outputs must be finite) —
+all OFF the inference thread. `install()` then swaps one reference, so an inference uses either the
+old or the new policy, never a mix, and is never blocked by a swap (no lock is held while a forward
+pass runs).
 """
 
 from __future__ import annotations
@@ -15,16 +25,57 @@ import json
 import math
 import struct
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from av_td3_ros.learning.weights import WeightsRejected, count_non_finite  # WeightsRejected: re-exported
+from av_td3_ros.learning.weights import (  # WeightsRejected: re-exported
+    WeightsPayload,
+    WeightsRejected,
+    architecture_fingerprint,
+    count_non_finite,
+    decode_policy_weights,
+)
 from av_td3_ros.model import ACTION_DIM, FRAME_SIZE, KINEMATICS_DIM, PolicyNetwork
+from av_td3_ros.model.networks import CNN_NORMS
 
-__all__ = ["LoadedPolicy", "PolicyRuntime", "WeightsRejected", "load_weights_file", "safetensors_metadata"]
+__all__ = [
+    "WEIGHTS_TRUST",
+    "resolve_weights_trust",
+    "trust_problems",
+    "LoadedPolicy",
+    "PolicyRuntime",
+    "WeightsPayload",
+    "WeightsRejected",
+    "load_weights_file",
+    "safetensors_metadata",
+]
+
+WEIGHTS_TRUST = ("signed", "any")
+
+
+def resolve_weights_trust(setting: str, mode: str) -> str:
+    """The policy node's `weights_trust` parameter -> "signed" | "any": `auto` is signed in deploy
+    mode (a car on a real network) and any in train mode (a simulator, whose transitions and
+    resets are not authenticated either: docs/safety.md)."""
+    if setting == "auto":
+        return "signed" if mode == "deploy" else "any"
+    if setting not in WEIGHTS_TRUST:
+        raise ValueError(f"weights_trust must be auto or one of {WEIGHTS_TRUST}, got {setting!r}")
+    return setting
+
+
+def trust_problems(trust: str, trusted_keys: Mapping, key_error: str = "") -> list[str]:
+    """What a node reports as WARN about its weights trust (empty = nothing to report)."""
+    if trust == "any":
+        return ["weights_trust any: weights from any publisher on the domain are installed unverified"]
+    problems = [f"trusted_keys: {key_error}"] if key_error else []
+    if not trusted_keys:
+        problems.append("weights_trust signed but no usable trusted_keys: every weights update is refused")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -37,6 +88,8 @@ class LoadedPolicy:
     sha256: str
     source: str
     updates: int = 0
+    key_id: str = ""  # the trusted key that signed it; "" = not verified (trust "any")
+    cnn_norm: str = "layer"
 
 
 def safetensors_metadata(payload: bytes) -> dict[str, str]:
@@ -57,13 +110,23 @@ def safetensors_metadata(payload: bytes) -> dict[str, str]:
 class PolicyRuntime:
     """Holds the current policy; runs it; validates and swaps new weights."""
 
-    def __init__(self, norm: str = "layer", torch_threads: int = 1, max_weights_bytes: int = 64 << 20):
+    def __init__(self, norm: str = "layer", torch_threads: int = 1, max_weights_bytes: int = 64 << 20,
+                 trust: str = "any", trusted_keys: Mapping | None = None):
+        """`norm`: the CNN normalization assumed for an unsigned payload that names none (legacy).
+        `trust`: "signed" (only payloads signed by a key in `trusted_keys`, key id -> ed25519
+        public key, see signing.load_trusted_keys) or "any"."""
+        if trust not in WEIGHTS_TRUST:
+            raise ValueError(f"trust must be one of {WEIGHTS_TRUST}, got {trust!r}")
         torch.set_num_threads(int(torch_threads))
         self.norm = norm
+        self.trust = trust
+        self.trusted_keys = dict(trusted_keys or {})
         self.max_weights_bytes = int(max_weights_bytes)
         reference = PolicyNetwork(norm=norm)
-        # Names, shapes and dtypes every accepted state dict must match.
+        # Names, shapes and dtypes every accepted state dict must match (for `norm`; the other norms'
+        # references are built on the meta device: shapes and dtypes only, no memory).
         self.reference_state_dict = {k: v.detach().clone() for k, v in reference.state_dict().items()}
+        self._references = {norm: self.reference_state_dict}
         self._policy: LoadedPolicy | None = None
         self._install_lock = threading.Lock()  # serializes installs; inference never takes it
         # torch loads its meta-device machinery on first use: 1.5 s measured here, which the first
@@ -96,6 +159,63 @@ class PolicyRuntime:
         return _forward(policy.module, frames, kinematics), policy.version
 
     # --- weights ------------------------------------------------------------------------------
+    def reference_for(self, norm: str) -> dict[str, torch.Tensor]:
+        """The state-dict layout (names, dtypes, shapes) of a PolicyNetwork with CNN norm `norm`."""
+        reference = self._references.get(norm)
+        if reference is None:
+            with torch.device("meta"):
+                reference = PolicyNetwork(norm=norm).state_dict()
+            self._references[norm] = reference
+        return reference
+
+    def decode(self, weights: WeightsPayload, pause=lambda: None):
+        """WeightsPayload -> DecodedWeights, or WeightsRejected with the reason (see the module
+        docstring for the order of the checks). `pause` runs between the expensive steps."""
+        from av_td3_ros.learning import signing
+        from av_td3_ros.ros.conversions import DecodedWeights
+
+        if weights.size > self.max_weights_bytes:  # before any parsing or hashing
+            raise WeightsRejected(
+                f"payload of {weights.size} bytes exceeds the limit of {self.max_weights_bytes} bytes"
+            )
+        key_id = ""
+        if self.trust == "signed":
+            try:
+                key_id = signing.verify_payload(weights.payload, self.trusted_keys)
+            except signing.SignatureRejected as exc:
+                raise WeightsRejected(f"{exc} (weights_trust is signed)") from None
+            pause()
+            meta = signing.read_header(weights.payload).metadata
+            values = _signed_values(meta, weights)
+        else:
+            meta = _peek_metadata(weights.payload)
+            values = _claimed_values(meta, weights)
+        cnn_norm = meta.get("cnn_norm")
+        named = cnn_norm is not None
+        if not named:
+            cnn_norm = self.norm
+        elif cnn_norm not in CNN_NORMS:
+            raise WeightsRejected(f"metadata cnn_norm {cnn_norm!r} is not one of {list(CNN_NORMS)}")
+        reference = self.reference_for(cnn_norm)
+        fingerprint = weights.architecture
+        if fingerprint is None:  # a file: the architecture is what its tensors must fit
+            fingerprint = architecture_fingerprint(reference)
+        try:
+            state_dict = decode_policy_weights(
+                weights.payload, weights.sha256, fingerprint, reference, self.max_weights_bytes, pause
+            )
+        except WeightsRejected as exc:
+            if named and str(exc).startswith("wrong architecture"):
+                raise WeightsRejected(
+                    f"the tensors do not fit the metadata's cnn_norm {cnn_norm!r}: {exc}"
+                ) from None
+            raise
+        version, action_limit, updates, max_action = values
+        return DecodedWeights(
+            state_dict, version, updates, meta.get("architecture", fingerprint), weights.sha256, action_limit,
+            weights.size, cnn_norm=cnn_norm, key_id=key_id, max_action=max_action,
+        )
+
     def prepare(self, weights, source: str, pause=lambda: None) -> LoadedPolicy:
         """DecodedWeights -> LoadedPolicy (not yet installed). Raises WeightsRejected.
         `pause` runs between the steps (a policy node passes FrameWindows.pause)."""
@@ -112,8 +232,10 @@ class PolicyRuntime:
         pause()
         # Built on the meta device and given the decoded tensors (no random init, no copy: ~3 ms
         # instead of ~13 ms of CPU taken from the inference thread's core).
+        cnn_norm = getattr(weights, "cnn_norm", None) or self.norm
+        max_action = float(getattr(weights, "max_action", 1.0))
         with torch.device("meta"):
-            module = PolicyNetwork(norm=self.norm)
+            module = PolicyNetwork(norm=cnn_norm, max_action=max_action)
         pause()
         try:
             module.load_state_dict(weights.state_dict, strict=True, assign=True)
@@ -131,7 +253,8 @@ class PolicyRuntime:
         )
         if not np.isfinite(probe).all():
             raise WeightsRejected("the actor outputs non-finite actions")
-        return LoadedPolicy(module, int(weights.version), limit, weights.sha256, source, int(weights.updates))
+        return LoadedPolicy(module, int(weights.version), limit, weights.sha256, source, int(weights.updates),
+                            getattr(weights, "key_id", ""), cnn_norm)
 
     def install(self, policy: LoadedPolicy) -> None:
         """Atomically make `policy` current (re-checks the version under the install lock)."""
@@ -150,13 +273,10 @@ class PolicyRuntime:
 def load_weights_file(path: str | Path, runtime: PolicyRuntime):
     """A safetensors file (the codec's payload, as the trainer/demo write it) -> DecodedWeights.
 
-    The file is validated like a message (names, shapes, dtypes, finite, size); its own sha256
-    is the checksum. Version, action_limit and updates come from the safetensors metadata when
-    present (`version` defaults to 1, so a later topic version 2+ replaces it; `action_limit`
-    to 0 = none)."""
-    from av_td3_ros.learning.weights import architecture_fingerprint, decode_policy_weights
-    from av_td3_ros.ros.conversions import DecodedWeights
-
+    Validated like a message, under the runtime's trust (a signed file's signature is checked);
+    its own sha256 is the checksum. Version, action_limit, updates and the architecture come from
+    the metadata (an unsigned legacy file: `version` defaults to 1, so a later topic version 2+
+    replaces it; `action_limit` to 0 = none)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -165,24 +285,80 @@ def load_weights_file(path: str | Path, runtime: PolicyRuntime):
     if size > runtime.max_weights_bytes:
         raise WeightsRejected(f"weights file {path} is {size} bytes, more than {runtime.max_weights_bytes}")
     payload = path.read_bytes()
-    sha256 = hashlib.sha256(payload).hexdigest()
-    state_dict = decode_policy_weights(  # first: refuses a pickle unread, checks everything
-        payload,
-        sha256,
-        architecture_fingerprint(runtime.reference_state_dict),
-        runtime.reference_state_dict,
-        runtime.max_weights_bytes,
-    )
-    meta = safetensors_metadata(payload)
+    return runtime.decode(WeightsPayload(payload, hashlib.sha256(payload).hexdigest()))
+
+
+def _peek_metadata(payload) -> dict[str, str]:
+    """The metadata of what looks like a safetensors payload, else {} (the codec then says why).
+    Only the header is copied, never the tensors."""
+    view = memoryview(payload).cast("B")
+    if len(view) < 8:
+        return {}
+    (header_len,) = struct.unpack("<Q", view[:8])
+    if header_len > len(view) - 8:
+        return {}
     try:
-        version = int(meta.get("version", 1))
-        action_limit = float(meta.get("action_limit", 0.0))
-        updates = int(meta.get("updates", 0))
-    except ValueError as exc:
-        raise WeightsRejected(f"bad metadata in {path}: {exc}") from None
-    return DecodedWeights(
-        state_dict, version, updates, meta.get("architecture", ""), sha256, action_limit, len(payload)
-    )
+        return safetensors_metadata(bytes(view[: 8 + header_len]))
+    except WeightsRejected:
+        return {}
+
+
+def _parse(meta: Mapping[str, str], name: str, kind, default):
+    if name not in meta:
+        return default
+    try:
+        value = kind(meta[name])
+    except ValueError:
+        raise WeightsRejected(f"bad metadata: {name} {meta[name]!r} is not a {kind.__name__}") from None
+    if kind is float and not math.isfinite(value):
+        raise WeightsRejected(f"bad metadata: {name} {meta[name]!r} is not finite")
+    return value
+
+
+def _max_action(meta: Mapping[str, str]) -> float:
+    value = _parse(meta, "max_action", float, 1.0)
+    if not value > 0.0:
+        raise WeightsRejected(f"bad metadata: max_action {value!r} must be > 0")
+    return value
+
+
+def _claimed_values(meta: Mapping[str, str], weights: WeightsPayload) -> tuple[int, float, int, float]:
+    """(version, action_limit, updates, max_action) of an unverified payload: the carrier's claims
+    (a message's fields) first, the metadata for a file."""
+    def claimed(value, name: str, kind, default):
+        return value if value is not None else _parse(meta, name, kind, default)
+
+    version = claimed(weights.version, "version", int, 1)
+    limit = claimed(weights.action_limit, "action_limit", float, 0.0)
+    updates = claimed(weights.updates, "updates", int, 0)
+    return int(version), float(limit), int(updates), _max_action(meta)
+
+
+def _signed_values(meta: Mapping[str, str], weights: WeightsPayload) -> tuple[int, float, int, float]:
+    """(version, action_limit, updates, max_action) from the signed metadata, which must state the
+    version and the cnn_norm, and must agree with every field the message states beside it."""
+    for name in ("version", "cnn_norm"):
+        if name not in meta:
+            raise WeightsRejected(f"the signed metadata does not state its {name}")
+    version = _parse(meta, "version", int, 0)
+    limit = _parse(meta, "action_limit", float, 0.0)
+    updates = _parse(meta, "updates", int, 0)
+    # The message's action_limit is a float32: compare at that precision.
+    claims = [
+        ("version", weights.version, version, weights.version is None or int(weights.version) == version),
+        ("action_limit", weights.action_limit, limit,
+         weights.action_limit is None or np.float32(weights.action_limit) == np.float32(limit)),
+        ("updates", weights.updates, updates, weights.updates is None or int(weights.updates) == updates),
+        ("architecture", weights.architecture, meta.get("architecture"),
+         weights.architecture is None or weights.architecture == meta.get("architecture")),
+    ]
+    for name, claimed, signed, agrees in claims:
+        if not agrees:
+            raise WeightsRejected(
+                f"the message's {name} {claimed!r} differs from the signed {name} {signed!r}"
+                " (a signed payload cannot be relabelled)"
+            )
+    return version, limit, updates, _max_action(meta)
 
 
 def _forward(module: torch.nn.Module, frames: np.ndarray, kinematics: np.ndarray) -> np.ndarray:

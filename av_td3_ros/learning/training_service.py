@@ -117,6 +117,9 @@ class PolicyUpdate:
     updates: int
     state_dict: dict[str, torch.Tensor]
     action_limit: float
+    # What a policy node builds the network from; travels in the weights' metadata (signed with them).
+    cnn_norm: str = "layer"
+    max_action: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -404,7 +407,9 @@ class TrainingService:
         self._write_published_version(version)  # first: a crash after publishing never reuses it
         self.version = version
         update = PolicyUpdate(version=version, updates=self.learner.updates, state_dict=state,
-                              action_limit=float(self.learner.action_limit))
+                              action_limit=float(self.learner.action_limit),
+                              cnn_norm=self.learner.config.cnn_norm,
+                              max_action=float(self.learner.config.max_action))
         if self._on_weights is not None:
             self._on_weights(update)
         return update

@@ -3,6 +3,11 @@
 safetensors holds raw tensors and a JSON header and cannot run code; a pickle (torch.save) can.
 decode_policy_weights therefore refuses anything that is not a well-formed safetensors payload
 of exactly the expected architecture, with finite values and the advertised sha256, and says why.
+
+The payload's `__metadata__` carries what a policy node needs besides the tensors, so that it never
+has to be matched by hand: `version`, `action_limit`, `updates`, the architecture fingerprint and
+the fields the network is built from (ARCHITECTURE_FIELDS: `cnn_norm`, `max_action`), and, when
+signed, `key_id` / `signature_scheme` / `signature` (av_td3_ros.learning.signing).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load as safetensors_load
@@ -23,8 +29,41 @@ _PICKLE_PROTO = b"\x80"  # first byte of a pickle of protocol >= 2
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive (a pickle inside)
 
 
+# Metadata a PolicyNetwork is built from (the rest of its architecture is in the tensors' shapes).
+ARCHITECTURE_FIELDS = ("cnn_norm", "max_action")
+
+
 class WeightsRejected(ValueError):
     """A weights payload that must not be loaded; str(exc) is the reason."""
+
+
+@dataclass(frozen=True)
+class WeightsPayload:
+    """A payload and what its carrier claims about it: a PolicyWeights message's own fields, or
+    None for each of them when it comes from a file (then only the payload's metadata speaks)."""
+
+    payload: bytes | bytearray | memoryview
+    sha256: str
+    version: int | None = None
+    action_limit: float | None = None
+    updates: int | None = None
+    architecture: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.payload.nbytes if isinstance(self.payload, memoryview) else len(self.payload)
+
+
+def policy_metadata(version: int, action_limit: float = 0.0, updates: int = 0, *, cnn_norm: str | None = None,
+                    max_action: float | None = None) -> dict[str, str]:
+    """The metadata a trainer writes with its weights (None = not stated: a legacy payload)."""
+    meta = {"version": str(int(version)), "action_limit": repr(float(action_limit)),
+            "updates": str(int(updates))}
+    if cnn_norm is not None:
+        meta["cnn_norm"] = str(cnn_norm)
+    if max_action is not None:
+        meta["max_action"] = repr(float(max_action))
+    return meta
 
 
 def _cpu_contiguous(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ from av_td3_ros.ros.conversions import (
     image_to_array,
     odometry_to_state,
     path_to_route,
-    policy_weights_from_message,
+    policy_weights_payload,
     stamp_to_ns,
     transition_to_message,
 )
@@ -151,7 +151,19 @@ class PolicyNode(LifecycleNode):
 
         p = self.p
         cv2.setNumThreads(p.torch_threads)  # like torch: extra threads only add jitter next to other jobs
-        self.runtime = PolicyRuntime(p.encoder_norm, p.torch_threads, p.max_weights_bytes)
+        # --- weights trust (issue 15): the logic is in runtime.py and learning/signing.py
+        from av_td3_ros.driving.runtime import resolve_weights_trust
+        from av_td3_ros.learning.signing import KeyFileError, load_trusted_keys
+
+        trust, trusted, self.trusted_keys_error = resolve_weights_trust(p.weights_trust, p.mode), {}, ""
+        if trust == "signed":
+            try:
+                trusted = load_trusted_keys(p.trusted_keys)
+            except KeyFileError as exc:  # no key, no install: the node brakes (deploy) and says why
+                self.trusted_keys_error = str(exc)
+                self.get_logger().error(f"trusted_keys: {exc}; no weights will be installed")
+        self.runtime = PolicyRuntime(p.encoder_norm, p.torch_threads, p.max_weights_bytes, trust, trusted)
+        # --- end weights trust
         self.limiter = None
         if p.mode == "train":  # until the first weights bring the trainer's limit
             self.limiter = ActionLimiter()
@@ -411,10 +423,8 @@ class PolicyNode(LifecycleNode):
         runtime = self.runtime
         if runtime is None:
             return
-        try:
-            decoded = policy_weights_from_message(
-                msg, runtime.reference_state_dict, runtime.max_weights_bytes, self.windows.pause
-            )
+        try:  # trust, architecture and content are checked by PolicyRuntime.decode
+            decoded = runtime.decode(policy_weights_payload(msg), self.windows.pause)
             policy = runtime.prepare(decoded, source, self.windows.pause)
             runtime.install(policy)  # one reference swap: the next inference uses it
         except WeightsRejected as exc:
@@ -423,7 +433,8 @@ class PolicyNode(LifecycleNode):
         self.counters["weights_accepted"] += 1
         self.get_logger().info(
             f"policy version {policy.version} installed ({decoded.payload_bytes} bytes, "
-            f"action limit {policy.action_limit:g})"
+            f"action limit {policy.action_limit:g}, cnn_norm {policy.cnn_norm}, "
+            f"{'signed by key ' + policy.key_id if policy.key_id else 'unverified'})"
         )
 
     # --- timers ---------------------------------------------------------------------------------
@@ -487,6 +498,9 @@ class PolicyNode(LifecycleNode):
             problems.append("stale: " + ", ".join(self.stale))
         if self.p.mode == "deploy" and self.runtime.policy is None:
             problems.append(f"no valid weights ({self.core.no_weights_reason})")
+        from av_td3_ros.driving.runtime import trust_problems
+
+        problems += trust_problems(self.runtime.trust, self.runtime.trusted_keys, self.trusted_keys_error)
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) or ("active" if self._active else "inactive")
         core = self.core
@@ -512,6 +526,10 @@ class PolicyNode(LifecycleNode):
             "compute_ms_p99": self.compute_ms.percentile(99),
             "inference_ms_p99": self.inference_ms.percentile(99),
             "last_weights_rejection": self.last_rejection,
+            "weights_trust": self.runtime.trust,
+            "trusted_key_ids": ",".join(sorted(self.runtime.trusted_keys)),
+            "policy_key_id": self.runtime.policy.key_id if self.runtime.policy is not None else "",
+            "policy_cnn_norm": self.runtime.policy.cnn_norm if self.runtime.policy is not None else "",
             **(self.output.diagnostics() if self.output is not None else {}),
             **self.counters,
         }

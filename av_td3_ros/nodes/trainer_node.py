@@ -117,6 +117,14 @@ class TrainerNode(Node):
             raise InvalidParameter("td3", "(several)", str(exc)) from None
         self.l2_warning, self.l2_failure = config.td3.l2_warning, config.td3.l2_failure
 
+        self.signing_key = None  # the key itself never reaches a log line: only its id
+        if p.signing_key:
+            from av_td3_ros.learning.signing import KeyFileError, load_signing_key
+
+            try:
+                self.signing_key = load_signing_key(p.signing_key)
+            except KeyFileError as exc:
+                raise InvalidParameter("signing_key", p.signing_key, str(exc)) from None
         self.weights_pub = self.create_publisher(PolicyWeights, p.weights_topic, WEIGHTS_QOS)
         self.status_pub = self.create_publisher(TrainingStatus, p.status_topic, STATUS_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, p.diagnostics_topic, DIAGNOSTICS_QOS)
@@ -138,6 +146,11 @@ class TrainerNode(Node):
             f"updates (version now {self.service.version}); learning_starts {p.learning_starts}, "
             f"update_to_data_ratio {p.update_to_data_ratio}, batch {p.td3.batch_size}; "
             f"checkpoints {checkpoints}")
+        if self.signing_key is None:
+            self.get_logger().warning("signing_key is empty: weights are published unsigned (policy nodes "
+                                      "with weights_trust signed, the deploy default, refuse them)")
+        else:
+            self.get_logger().info(f"weights are signed with key {self.signing_key.key_id}")
 
     # --- subscription (executor thread): convert + offer, nothing else ---------------------------
     def _on_transition(self, msg: Transition) -> None:
@@ -155,7 +168,9 @@ class TrainerNode(Node):
     def _publish_weights(self, update: PolicyUpdate) -> None:
         started = time.perf_counter()
         msg = policy_weights_to_message(update.state_dict, update.version, action_limit=update.action_limit,
-                                        updates=update.updates, stamp=self.get_clock().now().to_msg())
+                                        updates=update.updates, stamp=self.get_clock().now().to_msg(),
+                                        cnn_norm=update.cnn_norm, max_action=update.max_action,
+                                        signing_key=self.signing_key)
         self.weights_pub.publish(msg)
         self.get_logger().info(
             f"published policy version {update.version} (update {update.updates}, "

@@ -31,6 +31,7 @@ __all__ = [
     "odometry_to_state",
     "path_to_route",
     "policy_weights_from_message",
+    "policy_weights_payload",
     "policy_weights_to_message",
     "stamp_to_ns",
     "transition_from_message",
@@ -221,7 +222,10 @@ def control_to_message(command: ControlCommand, stamp=None, frame_id: str = ""):
 
 @dataclass(frozen=True)
 class DecodedWeights:
-    """A validated PolicyWeights: the state dict (torch tensors) plus its metadata."""
+    """A validated PolicyWeights: the state dict (torch tensors) plus its metadata.
+
+    `cnn_norm`/`max_action`: what the network is built with (None: the runtime's legacy norm);
+    `key_id`: the trusted key that signed it ("" = not verified)."""
 
     state_dict: dict[str, Any]
     version: int
@@ -230,23 +234,35 @@ class DecodedWeights:
     sha256: str
     action_limit: float
     payload_bytes: int
+    cnn_norm: str | None = None
+    key_id: str = ""
+    max_action: float = 1.0
 
 
 def policy_weights_to_message(
-    state_dict: Mapping[str, Any], version: int, *, action_limit: float = 0.0, updates: int = 0, stamp=None
+    state_dict: Mapping[str, Any], version: int, *, action_limit: float = 0.0, updates: int = 0, stamp=None,
+    cnn_norm: str | None = None, max_action: float | None = None, signing_key=None,
 ):
     """A state dict (`encoder.*`, `actor.*` tensors) -> av_td3_msgs/PolicyWeights: safetensors
-    payload from the core's codec, its sha256, the architecture fingerprint and the limit."""
+    payload from the core's codec, its sha256, the architecture fingerprint and the limit.
+
+    `cnn_norm`/`max_action` go into the payload's metadata (the policy node builds its network from
+    them; None = not stated, a legacy payload); with a `signing_key`
+    (av_td3_ros.learning.signing.SigningKey) the payload is signed, metadata and tensors."""
     from av_td3_msgs.msg import PolicyWeights
 
-    from av_td3_ros.learning.weights import architecture_fingerprint, encode_policy_weights
+    from av_td3_ros.learning.weights import architecture_fingerprint, encode_policy_weights, policy_metadata
 
     if not (math.isfinite(action_limit) and 0.0 <= action_limit <= 1.0):
         raise ConversionError(f"action_limit must be in [0, 1], got {action_limit!r}")
     payload = encode_policy_weights(
         dict(state_dict),
-        metadata={"version": int(version), "action_limit": float(action_limit), "updates": int(updates)},
+        metadata=policy_metadata(version, action_limit, updates, cnn_norm=cnn_norm, max_action=max_action),
     )
+    if signing_key is not None:
+        from av_td3_ros.learning.signing import sign_payload
+
+        payload = sign_payload(payload, signing_key)
     msg = PolicyWeights()
     if stamp is not None:
         msg.stamp = stamp
@@ -260,11 +276,29 @@ def policy_weights_to_message(
     return msg
 
 
+def policy_weights_payload(msg):
+    """av_td3_msgs/PolicyWeights -> WeightsPayload (the payload and the message's claims about it)
+    for PolicyRuntime.decode, which checks trust, architecture and content. Raises WeightsRejected
+    for what the message alone shows to be wrong (format, action_limit range)."""
+    from av_td3_ros.learning.weights import WeightsPayload, WeightsRejected
+
+    if msg.format != "safetensors":
+        raise WeightsRejected(f"format {msg.format!r} is not 'safetensors'")
+    limit = float(msg.action_limit)
+    if not (math.isfinite(limit) and 0.0 <= limit <= 1.0):
+        raise WeightsRejected(f"action_limit {limit!r} is not in [0, 1]")
+    # A view, not a copy: the size is checked before anything is copied.
+    payload = memoryview(msg.payload) if not isinstance(msg.payload, bytes) else msg.payload
+    return WeightsPayload(payload, msg.sha256, int(msg.version), limit, int(msg.updates), msg.architecture)
+
+
 def policy_weights_from_message(
     msg, reference_state_dict: Mapping[str, Any], max_bytes: int, pause=lambda: None
 ) -> DecodedWeights:
     """av_td3_msgs/PolicyWeights -> DecodedWeights, validated by the core's codec against the
-    reference state dict (sha256, fingerprint, names/shapes/dtypes, finite, size). Raises
+    reference state dict (sha256, fingerprint, names/shapes/dtypes, finite, size); no signature or
+    architecture metadata is checked (a policy node uses policy_weights_payload + PolicyRuntime.decode,
+    which do). Raises
     av_td3_ros.learning.weights.WeightsRejected (with the reason) for anything invalid.
     `pause` runs between the expensive steps (see decode_policy_weights)."""
     from av_td3_ros.learning.weights import WeightsRejected, decode_policy_weights

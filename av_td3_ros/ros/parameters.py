@@ -224,8 +224,6 @@ def declare_parameters(node, specs: Sequence[ParameterSpec]) -> SimpleNamespace:
 
     Works with rclpy.node.Node and rclpy.lifecycle.LifecycleNode. Never declare `use_sim_time`:
     rclpy does that itself."""
-    from rclpy.parameter import Parameter
-
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -233,7 +231,9 @@ def declare_parameters(node, specs: Sequence[ParameterSpec]) -> SimpleNamespace:
     values: dict[str, Any] = {}
     for spec in specs:
         raw = node.declare_parameter(spec.name, spec.default, _descriptor(spec, final=False)).value
-        if isinstance(raw, tuple):
+        if raw is None and spec.value_type is list:  # rcl reads `[]` (YAML or -p) as "not set"
+            raw = []
+        elif isinstance(raw, tuple):
             raw = list(raw)
         elif spec.value_type is list and hasattr(raw, "tolist"):  # array.array / numpy from rclpy
             raw = raw.tolist()
@@ -243,10 +243,21 @@ def declare_parameters(node, specs: Sequence[ParameterSpec]) -> SimpleNamespace:
         node.set_descriptor(
             spec.name,
             _descriptor(spec, final=True),
-            Parameter(spec.name, value=value).get_parameter_value(),
+            _parameter(spec, value).get_parameter_value(),
         )
         values[spec.name] = value
     return nest(values)
+
+
+def _parameter(spec: ParameterSpec, value):
+    """rclpy Parameter of the spec's type (rclpy would type an empty list as a byte array)."""
+    from rclpy.parameter import Parameter
+
+    if spec.value_type is not list:
+        return Parameter(spec.name, value=value)
+    array = {bool: Parameter.Type.BOOL_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+             float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}[spec.item_type]
+    return Parameter(spec.name, array, value)
 
 
 def yaml_parameters(path: str | Path, node_key: str | None = None) -> dict[str, Any]:
@@ -335,8 +346,15 @@ def _policy_node_parameters() -> list[ParameterSpec]:
           "std_srvs/Trigger service that resets the episode (train mode); empty or absent = just start "
           "a new episode"),
         P("weights_file", "", "safetensors policy weights loaded at configure; empty = none"),
-        P("encoder_norm", "layer", "CNN normalization of the actor (must match the trainer)",
-          choices=("layer", "none")),
+        P("weights_trust", "auto",
+          "signed: install only weights (topic and file) signed by a key in trusted_keys; any: every "
+          "well-formed payload (reported as WARN on /diagnostics); auto: signed in deploy mode, any in "
+          "train mode", choices=("auto", "signed", "any")),
+        P("trusted_keys", [], "ed25519 public key files (PEM, `av-td3 keys`) whose signatures "
+          "weights_trust signed accepts", item_type=str),
+        P("encoder_norm", "layer",
+          "CNN normalization assumed only for unsigned legacy weights that do not name their cnn_norm "
+          "(weights that do are built from it)", choices=("layer", "none")),
         P("max_weights_bytes", 32 * 1024 * 1024, "largest accepted weights payload (bytes)",
           min=1024, max=1 << 30),
         P("torch_threads", 1,
@@ -384,6 +402,9 @@ def _trainer_node_parameters() -> list[ParameterSpec]:
         P("transitions_topic", "/av_td3/transitions", "av_td3_msgs/Transition input (RELIABLE depth 1000)"),
         P("weights_topic", "/av_td3/policy_weights",
           "av_td3_msgs/PolicyWeights output (RELIABLE TRANSIENT_LOCAL depth 1)"),
+        P("signing_key", "",
+          "ed25519 private key file (PEM, 0600; `av-td3 keys`) that signs every published payload; "
+          "empty = unsigned (policy nodes with weights_trust signed refuse them)"),
         P("status_topic", "/av_td3/training_status", "av_td3_msgs/TrainingStatus output (no header)"),
         P("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray output"),
         P("executor", "events",
