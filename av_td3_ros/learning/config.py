@@ -9,6 +9,7 @@ from typing import Any
 
 ENCODER_GRAD_MODES = ("separate", "critic_only")
 CNN_NORMS = ("layer", "none")
+EXPLORATION_SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -74,6 +75,21 @@ class TD3Config:
     fused_adam: bool = True
     seed: int | None = None  # None: fresh entropy (weights, target noise, exploration noise)
 
+    # --- Recipe options (issue 14). Each is off by default, i.e. the behaviour before it. -------
+    # Random-shift augmentation (DrQ): in the learner, not the replay, every sampled obs and
+    # next_obs stack is padded by `augment_pad` pixels (edge pixels repeated) and cropped back at
+    # a random offset, each sample on its own. 0 = off; DrQ and DrQ-v2 use 4.
+    augment_pad: int = 0
+    # n-step returns: the TD target sums the discounted rewards of up to `n_step` steps from the
+    # frame replay and bootstraps with gamma^k from the k-th next observation (k < n_step where
+    # the episode ended inside the window). 1 = one-step TD3; DrQ-v2 uses 3.
+    n_step: int = 1
+    # Exploration noise std (x max_action) over env steps: "constant" = exploration_noise;
+    # "linear" = DrQ-v2's linear(exploration_noise, exploration_noise_final, exploration_decay_steps).
+    exploration_schedule: str = "constant"
+    exploration_noise_final: float = 0.1
+    exploration_decay_steps: int = 100_000
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -115,6 +131,16 @@ class TD3Config:
         check("limiter_action_window", self.limiter_action_window >= 1, ">= 1")
         check("limiter_episode_window", self.limiter_episode_window >= 1, ">= 1")
         check("device", isinstance(self.device, str) and self.device != "", '"auto", "cpu", "cuda", "cuda:N"')
+
+        # Recipe options (issue 14)
+        check("augment_pad", isinstance(self.augment_pad, int) and 0 <= self.augment_pad <= 42,
+              "integer in [0, 42] (half the 84-pixel frame)")
+        check("n_step", isinstance(self.n_step, int) and self.n_step >= 1, "integer >= 1")
+        check("exploration_schedule", self.exploration_schedule in EXPLORATION_SCHEDULES,
+              f"one of {EXPLORATION_SCHEDULES}")
+        check("exploration_noise_final", self.exploration_noise_final >= 0.0, ">= 0")
+        decay_steps = self.exploration_decay_steps
+        check("exploration_decay_steps", isinstance(decay_steps, int) and decay_steps >= 1, "integer >= 1")
 
     @classmethod
     def unstabilized(cls, **overrides: Any) -> TD3Config:
