@@ -351,7 +351,9 @@ class TrainingService:
 
     def update_once(self) -> dict[str, float]:
         """Sample a batch, run one TD3 update, then publish/checkpoint/log when due."""
-        batch = self.replay.sample(self.config.td3.batch_size)
+        learner_config = self.learner.config  # the n-step window and discount the learner expects
+        batch = self.replay.sample(self.config.td3.batch_size, n_step=learner_config.n_step,
+                                   gamma=learner_config.gamma)
         info = self.learner.update(batch)
         self._consecutive_errors = 0
         self._session_updates += 1
