@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -96,7 +97,7 @@ class Observation(NamedTuple):
 MakeCnnPart = Callable[[str, torch.nn.Module], Part]
 
 
-class Encoders:
+class Encoders(ABC):
     """The learner's CNNs: which one each side reads, which loss trains it, and its optimizer.
 
     Chosen once from encoder_grad (see `build_encoders`); the update asks these methods and
@@ -112,29 +113,29 @@ class Encoders:
     critic_part: Part
     actor_parts: list[Part]
 
+    @abstractmethod
     def named_online(self) -> dict[str, torch.nn.Module]:
         """The online CNNs under their state-dict names."""
-        raise NotImplementedError
 
+    @abstractmethod
     def named_targets(self) -> dict[str, torch.nn.Module]:
         """The target CNNs under their state-dict names, in the order of named_online()."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cnns(self) -> dict[str, torch.nn.Module]:
         """The online CNNs under their telemetry names (weight_norm/<name>/...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(critic's, actor's) target features of the prepared next frames."""
-        raise NotImplementedError
 
+    @abstractmethod
     def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
         """The features the actor step reads, given the critic step's (detached) features."""
-        raise NotImplementedError
 
+    @abstractmethod
     def actor_cnn_l2(self, critic_cnn_l2: float, last_actor_cnn_l2: float) -> float:
         """The actor's feature L2 to report this update (the last actor update's, or this one's)."""
-        raise NotImplementedError
 
     def soft_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
         return list(zip(self.named_online().values(), self.named_targets().values(), strict=True))
@@ -371,6 +372,7 @@ class TD3Learner:
 
     @torch.no_grad()
     def _soft_update(self) -> None:
+        # Soft target updates: every target trails its online twin by tau (Polyak averaging).
         for online, target in self._soft_pairs:
             torch._foreach_lerp_(target, online, self.config.tau)
 
