@@ -7,12 +7,15 @@ defaults: LayerNorm, CNN weight decay, grad clipping on four parts, feature-norm
 limiter). SB3: TD3 "CnnPolicy" (its NatureCNN, separate actor and critic extractors, the same
 256x256 heads) on a (4, 84, 84) uint8 Box observation. Contenders take turns for several rounds
 (other jobs on a shared machine then slow them alike); each reports its median round.
+`--augment` adds both modes with random-shift augmentation (TD3Config.augment_pad=4) and
+`--n-step` both modes with n-step returns (TD3Config.n_step=3): the cost of those recipe options.
 
 SB3 is a bench-only extra (requirements/bench.txt), never a runtime dependency:
     .venv/bin/pip install -c requirements/constraints.txt -r requirements/bench.txt
 Without it the SB3 column is skipped with a message.
 
 Usage: python bench/train_throughput.py [--rounds 5] [--updates 8] [--batch 256] [--threads N]
+                                        [--augment] [--n-step]
 The last line printed is the ratio to SB3.
 """
 
@@ -47,13 +50,14 @@ def fill_frame_buffer(seed: int) -> FrameReplayBuffer:
     return buffer
 
 
-def ours(encoder_grad: str, batch: int) -> Callable[[int], None]:
-    learner = TD3Learner(TD3Config(encoder_grad=encoder_grad, batch_size=batch, seed=0))
+def ours(batch: int, **options) -> Callable[[int], None]:
+    config = TD3Config(batch_size=batch, seed=0, **options)
+    learner = TD3Learner(config)
     buffer = fill_frame_buffer(seed=0)
 
     def run(n: int) -> None:
         for _ in range(n):
-            learner.update(buffer.sample(batch))
+            learner.update(buffer.sample(batch, n_step=config.n_step, gamma=config.gamma))
 
     return run
 
@@ -102,14 +106,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (default: cores)")
+    parser.add_argument("--augment", action="store_true", help="also both modes with augment_pad=4")
+    parser.add_argument("--n-step", action="store_true", help="also both modes with n_step=3")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
           f"{args.rounds} rounds x {args.updates} updates")
 
+    variants: dict[str, dict] = {"": {}}
+    if args.augment:
+        variants[" +aug"] = {"augment_pad": 4}
+    if args.n_step:
+        variants[" +n3"] = {"n_step": 3}
     contenders: dict[str, Callable[[int], None]] = {
-        "ours separate": ours("separate", args.batch),
-        "ours critic_only": ours("critic_only", args.batch),
+        f"ours {mode}{suffix}": ours(args.batch, encoder_grad=mode, **options)
+        for suffix, options in variants.items() for mode in ("separate", "critic_only")
     }
     sb3_run = sb3(args.batch)
     if isinstance(sb3_run, str):
@@ -129,7 +140,7 @@ def main() -> None:
     median = {name: statistics.median(r) for name, r in rates.items()}
     best = {name: max(r) for name, r in rates.items()}
     for name, r in rates.items():
-        print(f"{name:>20}: median {median[name]:5.2f}, best {best[name]:5.2f} updates/s  "
+        print(f"{name:>25}: median {median[name]:5.2f}, best {best[name]:5.2f} updates/s  "
               f"(rounds: {', '.join(f'{x:.2f}' for x in r)})")
 
     sb3_name = "SB3 TD3 CnnPolicy"
@@ -138,8 +149,8 @@ def main() -> None:
         return
 
     def ratios(rate: dict[str, float]) -> str:
-        return (f"separate {rate['ours separate'] / rate[sb3_name]:.2f}x, "
-                f"critic_only {rate['ours critic_only'] / rate[sb3_name]:.2f}x")
+        return ", ".join(f"{name.removeprefix('ours ')} {rate[name] / rate[sb3_name]:.2f}x"
+                         for name in rate if name != sb3_name)
 
     print(f"ratio vs SB3 (target >= 1.5x, all stabilizers on): median {ratios(median)}; best {ratios(best)}")
 

@@ -292,3 +292,80 @@ def test_while_the_limit_is_active_the_actor_learns_the_executed_action_and_does
     assert out.mean() > 0.4, "it still learned that larger actions pay"
     assert np.abs(out).max() < 0.75, f"the actor left the data's support: max |a| {np.abs(out).max():.3f}"
     assert info.get("saturated_share", 0.0) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipe options (issue 14): off by default; n-step targets; exploration through Exploration.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_recipe_options_are_off_by_default_and_validated():
+    c = TD3Config()
+    assert (c.augment_pad, c.n_step, c.exploration_schedule) == (0, 1, "constant")
+    for bad, message in ((dict(augment_pad=-1), "augment_pad"), (dict(augment_pad=43), "augment_pad"),
+                         (dict(n_step=0), "n_step"), (dict(n_step=2.5), "n_step")):
+        with pytest.raises(ValueError, match=rf"TD3Config.{message} = "):
+            TD3Config(**bad)
+    assert TD3Config.from_dict(TD3Config(n_step=3, augment_pad=4).to_dict()).n_step == 3
+
+
+def test_an_n_step_learner_refuses_one_step_batches_without_counting_an_update():
+    agent = learner(n_step=3)
+    with pytest.raises(ValueError, match=r"n_step = 3 needs n-step batches"):
+        agent.update(make_batch())
+    assert agent.updates == 0
+
+
+def with_discounts(batch, discounts):
+    return SimpleNamespace(**vars(batch), discounts=np.full(len(batch.rewards), discounts, np.float32))
+
+
+def test_the_batchs_n_step_discount_replaces_gamma_in_the_target():
+    plain = learner().update(make_batch(terminated=0.0))
+    # gamma^1 given by the batch: the very same update, bit for bit
+    assert learner().update(with_discounts(make_batch(terminated=0.0), np.float32(0.99))) == plain
+    rewards = float(make_batch(terminated=0.0).rewards.mean())
+    three = learner().update(with_discounts(make_batch(terminated=0.0), 0.99**3))
+    # the same min Q' (same weights, same noise), bootstrapped with gamma^3 instead of gamma
+    bootstrapped = plain["target_q_mean"] - rewards
+    assert three["target_q_mean"] - rewards == pytest.approx(0.99**2 * bootstrapped, rel=1e-4)
+    # a termination inside the window still cuts the bootstrap
+    cut = learner(n_step=3).update(with_discounts(make_batch(terminated=1.0), 0.99**2))
+    assert cut["target_q_mean"] == pytest.approx(float(make_batch(terminated=1.0).rewards.mean()), abs=1e-6)
+
+
+def test_the_learner_trains_on_n_step_batches_from_the_frame_replay():
+    from av_td3_ros.learning import FrameReplayBuffer
+
+    rng = np.random.default_rng(0)
+    buffer = FrameReplayBuffer(200, seed=0)
+    buffer.start_episode("car", rng.integers(0, 256, (84, 84), dtype=np.uint8), np.zeros(23, np.float32))
+    for step in range(1, 41):
+        buffer.add_step("car", rng.uniform(-1, 1, 2), 1.0, rng.integers(0, 256, (84, 84), dtype=np.uint8),
+                        rng.normal(size=23).astype(np.float32), terminated=step == 40, truncated=False)
+    agent = learner(n_step=3)
+    for _ in range(2):
+        info = agent.update(buffer.sample(BATCH, n_step=3, gamma=agent.config.gamma))
+    assert agent.updates == 2 and math.isfinite(info["critic_loss"]) and "actor_loss" in info
+
+
+def test_the_training_service_samples_what_the_n_step_learner_needs():
+    from test_training_service import TINY_TD3, feed, service_config, stream
+
+    from av_td3_ros.learning.training_service import TrainingService
+
+    service = TrainingService(service_config(td3=TD3Config(**{**TINY_TD3, "n_step": 3})))
+    feed(service, stream(episodes=2, length=9))
+    assert service.learner.updates == int((18 - 8 + 1) * 0.5)  # none skipped by an error
+
+
+def test_act_explores_with_the_configured_schedule():
+    batch = make_batch()
+    decaying = learner(exploration_schedule="linear", exploration_noise=0.5, exploration_noise_final=0.0,
+                       exploration_decay_steps=100, action_limiter=False)
+    deterministic = decaying.act(batch.frames, batch.kinematics, explore=False)
+    early = decaying.act(batch.frames, batch.kinematics, explore=True, env_step=0)
+    late = decaying.act(batch.frames, batch.kinematics, explore=True, env_step=100)
+    assert np.abs(early - deterministic).mean() > 0.2  # std 0.5 at the start
+    np.testing.assert_array_equal(late, deterministic)  # std 0 once decayed
+    assert decaying.exploration.std(50) == pytest.approx(0.25)

@@ -394,3 +394,196 @@ def test_round_trip_matches_naive_full_stack_buffer(capacity, stack, operations,
             if name == "oldest_write":
                 continue
             np.testing.assert_array_equal(getattr(got, name), value.astype(getattr(got, name).dtype), name)
+
+
+# ----------------------------------------------------------------------------------------------
+# n-step returns
+# ----------------------------------------------------------------------------------------------
+
+GAMMA = 0.9
+
+
+def episode(buffer, stream, rewards, first_id, end="terminated"):
+    """One episode of frames first_id, first_id + 1, ...; step i gets rewards[i]; the last step
+    ends it as `end` ("terminated", "truncated" or "open"). Returns the step slots."""
+    buffer.start_episode(stream, id_frame(first_id), id_kinematics(first_id))
+    slots = []
+    for i, reward in enumerate(rewards, start=1):
+        last = i == len(rewards)
+        frame_id = first_id + i
+        slots.append(buffer.add_step(stream, ACTION * i, reward, id_frame(frame_id), id_kinematics(frame_id),
+                                     last and end == "terminated", last and end == "truncated"))
+    return slots
+
+
+def test_n_step_sums_discounted_rewards_and_stops_at_a_termination_inside_the_window():
+    buffer = FrameReplayBuffer(100, stack=4)
+    slots = episode(buffer, "a", [1.0, 2.0, 3.0, 4.0, 5.0], first_id=10, end="terminated")
+    batch = buffer.sample_indices(np.array(slots), n_step=3, gamma=GAMMA)
+    np.testing.assert_allclose(batch.rewards, [
+        1 + 0.9 * 2 + 0.81 * 3,  # a full window: steps 1..3
+        2 + 0.9 * 3 + 0.81 * 4,
+        3 + 0.9 * 4 + 0.81 * 5,
+        4 + 0.9 * 5,  # the episode terminates at step 5, inside the window
+        5.0,
+    ], rtol=1e-6)
+    np.testing.assert_allclose(batch.discounts, [0.729, 0.729, 0.729, 0.81, 0.9], rtol=1e-6)
+    assert batch.terminated.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]  # terminated: no bootstrap at all
+    # obs is the stack before the first step; next_obs the one after the window's last step.
+    assert stack_ids(batch.frames) == [[10, 10, 10, 10], [10, 10, 10, 11], [10, 10, 11, 12],
+                                       [10, 11, 12, 13], [11, 12, 13, 14]]
+    assert stack_ids(batch.next_frames) == [[10, 11, 12, 13], [11, 12, 13, 14], [12, 13, 14, 15],
+                                            [12, 13, 14, 15], [12, 13, 14, 15]]
+    assert batch.next_kinematics[:, 0].tolist() == [13, 14, 15, 15, 15]
+    assert batch.kinematics[:, 0].tolist() == [10, 11, 12, 13, 14]
+    np.testing.assert_array_equal(batch.actions, ACTION * np.arange(1, 6)[:, None])  # the first step's
+
+
+def test_n_step_at_a_truncation_bootstraps_from_the_episode_boundary_never_beyond():
+    buffer = FrameReplayBuffer(100, stack=2)
+    first = episode(buffer, "a", [1.0, 2.0, 3.0], first_id=0, end="truncated")
+    second = episode(buffer, "a", [100.0, 200.0], first_id=50, end="open")  # same stream, next episode
+    batch = buffer.sample_indices(np.array(first), n_step=3, gamma=GAMMA)
+    np.testing.assert_allclose(batch.rewards, [1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(batch.discounts, [0.729, 0.81, 0.9], rtol=1e-6)
+    assert batch.terminated.tolist() == [0.0, 0.0, 0.0]  # truncated: bootstrap from the last frame
+    assert batch.next_kinematics[:, 0].tolist() == [3, 3, 3]
+    # An open episode: the window ends at the newest step stored so far.
+    batch = buffer.sample_indices(np.array(second), n_step=3, gamma=GAMMA)
+    np.testing.assert_allclose(batch.rewards, [100 + 0.9 * 200, 200.0], rtol=1e-6)
+    np.testing.assert_allclose(batch.discounts, [0.81, 0.9], rtol=1e-6)
+    # ...and grows as the episode goes on.
+    buffer.add_step("a", ACTION, 300.0, id_frame(53), id_kinematics(53), False, False)
+    batch = buffer.sample_indices(np.array(second), n_step=3, gamma=GAMMA)
+    np.testing.assert_allclose(batch.rewards, [100 + 0.9 * 200 + 0.81 * 300, 200 + 0.9 * 300], rtol=1e-6)
+
+
+def test_n_step_windows_follow_their_own_stream_when_streams_interleave():
+    buffer = FrameReplayBuffer(100, stack=1)
+    for stream in ("a", "b"):
+        buffer.start_episode(stream, id_frame(0), id_kinematics(0))
+    slots = {"a": [], "b": []}
+    for step in range(1, 5):
+        for stream, scale in (("a", 1.0), ("b", 10.0)):
+            reward = scale * step
+            slots[stream].append(buffer.add_step(stream, ACTION, reward, id_frame(step), id_kinematics(step),
+                                                 False, False))
+    batch = buffer.sample_indices(np.array([slots["a"][0], slots["b"][0]]), n_step=4, gamma=1.0)
+    assert batch.rewards.tolist() == [1 + 2 + 3 + 4, 10 * (1 + 2 + 3 + 4)]
+
+
+def test_one_step_sampling_is_unchanged_and_n_step_needs_a_discount():
+    buffer = FrameReplayBuffer(100, stack=4)
+    slots = np.array(episode(buffer, "a", [1.0, 2.0, 3.0], first_id=0))
+    one = buffer.sample_indices(slots)
+    assert one.discounts is None and one.rewards.tolist() == [1.0, 2.0, 3.0]
+    same = buffer.sample_indices(slots, n_step=1, gamma=GAMMA)
+    for name in ("frames", "kinematics", "actions", "rewards", "next_frames", "next_kinematics",
+                 "terminated"):
+        np.testing.assert_array_equal(getattr(same, name), getattr(one, name), name)
+    assert buffer.sample(8, n_step=3, gamma=GAMMA).discounts.shape == (8,)
+    with pytest.raises(ValueError, match="gamma"):
+        buffer.sample(8, n_step=3)
+    with pytest.raises(ValueError, match="n_step"):
+        buffer.sample(8, n_step=0, gamma=GAMMA)
+
+
+def test_a_replaced_slot_forgets_the_next_step_link_of_what_it_held():
+    buffer = FrameReplayBuffer(5, stack=1)
+    slots = episode(buffer, "a", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], first_id=0, end="open")
+    assert slots == [1, 2, 3, 4, 0, 1]  # the ring wrapped: slot 1 held step 1, now holds step 6
+    batch = buffer.sample_indices(np.array([slots[-1]]), n_step=3, gamma=1.0)
+    assert batch.rewards.tolist() == [6.0] and batch.discounts.tolist() == [1.0]  # not step 2, 3
+
+
+
+def test_a_step_whose_previous_frame_was_replaced_links_nothing_into_the_new_content():
+    buffer = FrameReplayBuffer(5, stack=1)
+    buffer.start_episode("a", id_frame(0), id_kinematics(0))  # slot 0
+    b_slots = episode(buffer, "b", [1.0, 2.0, 3.0, 4.0], first_id=10, end="open")  # slots 2, 3, 4, 0
+    assert b_slots[-1] == 0  # b's newest step replaced a's first frame
+    buffer.add_step("a", ACTION, 100.0, id_frame(1), id_kinematics(1), False, False)  # slot 1
+    batch = buffer.sample_indices(np.array([b_slots[-1]]), n_step=3, gamma=1.0)
+    assert batch.rewards.tolist() == [4.0]  # b's window holds b's steps only, not a's 100
+
+
+class NaiveNStep(NaiveReplay):
+    """NaiveReplay plus each episode's steps in order, for n-step windows stated on episodes."""
+
+    def __init__(self, capacity, stack):
+        super().__init__(capacity, stack)
+        self.episode_of: dict[object, int] = {}
+        self.steps: dict[int, list[tuple[int, float, bool, bool]]] = {}  # slot, reward, term, trunc
+        self.position: dict[int, tuple[int, int]] = {}  # slot -> (episode, index)
+
+    def start_episode(self, stream, frame, kinematics, slot):
+        super().start_episode(stream, frame, kinematics, slot)
+        self.position.pop(slot, None)
+        self.episode_of[stream] = len(self.steps)
+        self.steps[len(self.steps)] = []
+
+    def add_step(self, stream, action, reward, frame, kinematics, terminated, truncated, slot):
+        super().add_step(stream, action, reward, frame, kinematics, terminated, truncated, slot)
+        number = self.episode_of[stream]
+        self.position[slot] = (number, len(self.steps[number]))
+        self.steps[number].append((slot, float(reward), terminated, truncated))
+
+    def drop_stream(self, stream):
+        super().drop_stream(stream)
+        self.episode_of.pop(stream, None)
+
+    def n_step(self, slot, n, gamma):
+        number, index = self.position[slot]
+        total, last = 0.0, slot
+        for k, (step_slot, reward, terminated, truncated) in enumerate(self.steps[number][index:index + n]):
+            total += gamma**k * reward
+            last = step_slot
+            if terminated or truncated:
+                break
+        return total, gamma ** (k + 1), last
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    capacity=st.integers(5, 16),  # small rings: most runs wrap around, stale links would show
+    stack=st.sampled_from([1, 2, 4]),
+    n=st.sampled_from([2, 3, 5]),
+    operations=st.lists(operation, min_size=10, max_size=120),
+    seed=st.integers(0, 2**16),
+)
+def test_n_step_round_trip_matches_naive_episode_windows(capacity, stack, n, operations, seed):
+    capacity = max(capacity, stack + 1)
+    shape, kin_dim = (3, 2), 3
+    buffer = FrameReplayBuffer(capacity, frame_shape=shape, kinematics_dim=kin_dim, stack=stack, seed=seed)
+    naive = NaiveNStep(capacity, stack)
+    rng = np.random.default_rng(seed)
+    for stream, kind in operations:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        kinematics = rng.normal(size=kin_dim).astype(np.float32)
+        if kind == "drop":
+            buffer.drop_stream(stream)
+            naive.drop_stream(stream)
+        elif kind == "start" or stream not in naive.episodes:
+            naive.start_episode(stream, frame, kinematics, buffer.start_episode(stream, frame, kinematics))
+        else:
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            reward = float(np.float32(rng.normal()))
+            terminated, truncated = kind == "terminate", kind == "truncate"
+            slot = buffer.add_step(stream, action, reward, frame, kinematics, terminated, truncated)
+            naive.add_step(stream, action, reward, frame, kinematics, terminated, truncated, slot)
+    slots = np.array(naive.valid_slots(), dtype=np.int64)
+    assert buffer.valid_slots().tolist() == slots.tolist()
+    if not slots.size:
+        return
+    got = buffer.sample_indices(slots, n_step=n, gamma=GAMMA)
+    windows = [naive.n_step(int(s), n, GAMMA) for s in slots]
+    lasts = [last for _, _, last in windows]
+    np.testing.assert_allclose(got.rewards, [total for total, _, _ in windows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.discounts, [discount for _, discount, _ in windows], rtol=1e-6)
+    first, last = naive.batch(slots), naive.batch(lasts)
+    np.testing.assert_array_equal(got.frames, first["frames"])
+    np.testing.assert_array_equal(got.kinematics, first["kinematics"])
+    np.testing.assert_array_equal(got.actions, first["actions"])
+    np.testing.assert_array_equal(got.next_frames, last["next_frames"])
+    np.testing.assert_array_equal(got.next_kinematics, last["next_kinematics"])
+    np.testing.assert_array_equal(got.terminated, last["terminated"].astype(np.float32))

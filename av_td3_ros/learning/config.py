@@ -11,6 +11,7 @@ from av_td3_ros.config_schema import Settings, setting
 
 ENCODER_GRAD_MODES = ("separate", "critic_only")
 CNN_NORMS = ("layer", "none")
+EXPLORATION_SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -106,6 +107,21 @@ class TD3Config(Settings):
     fused_adam: bool = setting(True, "use torch's fused Adam where available")
     seed: int | None = None  # None: fresh entropy (weights, target noise, exploration noise)
 
+    # --- Recipe options (issue 14). Each is off by default, i.e. the behaviour before it. -------
+    # Random-shift augmentation (DrQ): in the learner, not the replay; DrQ and DrQ-v2 use 4.
+    augment_pad: int = setting(0, "random-shift augmentation: pixels each sampled stack is padded by "
+                               "(edges repeated) and cropped back at a random offset; 0 = off", min=0, max=42)
+    # n-step returns from the frame replay; DrQ-v2 uses 3.
+    n_step: int = setting(1, "TD target over up to n_step discounted rewards, bootstrapping with gamma^k "
+                          "(k < n_step where the episode ended); 1 = one-step TD3", min=1, max=100)
+    exploration_schedule: str = setting("constant", "exploration noise std over env steps: constant = "
+                                        "exploration_noise; linear = exploration_noise -> "
+                                        "exploration_noise_final over exploration_decay_steps",
+                                        choices=EXPLORATION_SCHEDULES)
+    exploration_noise_final: float = setting(0.1, "std at the end of the linear schedule (x max_action)",
+                                             min=0.0, max=1.0)
+    exploration_decay_steps: int = setting(100_000, "env steps of the linear schedule", min=1)
+
     def validate(self) -> None:
         """Raise SettingError (a ValueError) naming the bad key and what is allowed."""
         super().validate()
@@ -113,6 +129,7 @@ class TD3Config(Settings):
         self.require_at_most("l2_healthy", "l2_warning")
         self.require_at_most("l2_warning", "l2_failure")
         self.require_at_most("action_limit", "max_action")
+
 
     @classmethod
     def unstabilized(cls, **overrides: Any) -> TD3Config:

@@ -1,30 +1,39 @@
 """TD3Learner: TD3 (Fujimoto et al. 2018, after sfujim/TD3) on 4x84x84 frames + 23 kinematics,
 with every stabilizer of the design measurable and switchable (see TD3Config).
 
-One update():
-  critic: y = r + gamma * (1 - terminated) * min(Q1', Q2')(s', clip(pi'(s') + clipped noise)),
-          loss = MSE(Q1, y) + MSE(Q2, y); critic MLP and critic CNN each clipped to grad_clip.
-  every policy_delay updates: actor loss = -Q1(s, pi(s)); actor MLP and actor CNN clipped; then
-          every target network moves tau towards its online twin.
+update(batch), shaped like DrQ-v2's: _update_critic() every call; every policy_delay calls
+_update_actor() and the soft target update; then the stabilizers see the result. Each step
+returns its metrics dict.
+  critic: y = r + gamma^k * (1 - terminated) * min(Q1', Q2')(s', clip(pi'(s') + clipped noise))
+          (k = 1, or the n-step window's length), loss = MSE(Q1, y) + MSE(Q2, y);
+          critic MLP and critic CNN each clipped to grad_clip.
+  actor:  loss = -Q1(s, clip(pi(s), +-limit)) + a penalty on the output beyond the limit;
+          actor MLP and actor CNN each clipped.
 The actor loss reads the critic's features of this update's critic step, detached (as DrQ-v2):
 the critic CNN is never trained by the actor loss, and one CNN forward pass is saved.
-With encoder_grad="critic_only" there is one CNN, trained by the critic loss only; the actor
-reads its features detached (DrQ-v2, SAC-AE) and there is no actor CNN optimizer.
+Which CNN the actor reads is decided once, at build time (Encoders, as SB3's
+share_features_extractor): encoder_grad="separate" gives the actor its own CNN, trained by the
+actor loss; "critic_only" has one CNN, trained by the critic loss only, whose features the actor
+reads detached (DrQ-v2, SAC-AE), and no actor CNN optimizer.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
-from collections.abc import Mapping
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from av_td3_ros.learning.action_limiter import ActionLimiter
+from av_td3_ros.learning.augmentation import random_shift
 from av_td3_ros.learning.config import TD3Config
+from av_td3_ros.learning.exploration import Exploration
 from av_td3_ros.learning.monitor import FeatureNormMonitor, per_sample_l2
 from av_td3_ros.model import NatureCNN, PolicyNetwork, TwinCritic
 
@@ -51,6 +60,11 @@ def _params(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
+def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A target network: a copy that only the soft update moves."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
 def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
     """Give every per-parameter state tensor its parameter's memory layout.
 
@@ -66,82 +80,217 @@ def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
                     optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
+class Part(NamedTuple):
+    """Parameters clipped together and stepped by one optimizer; metrics call it grad_norm_<name>."""
+
+    name: str
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+
+
+class Observation(NamedTuple):
+    frames: torch.Tensor  # prepared: normalized float32, channels_last (NatureCNN.prepare)
+    kinematics: torch.Tensor
+
+
+# Builds the Part of one CNN: (name, module) -> Part with that CNN's optimizer.
+MakeCnnPart = Callable[[str, torch.nn.Module], Part]
+
+
+class Encoders(ABC):
+    """The learner's CNNs: which one each side reads, which loss trains it, and its optimizer.
+
+    Chosen once from encoder_grad (see `build_encoders`); the update asks these methods and
+    never which mode it runs in. critic / actor: the online CNN the critic / the actor reads;
+    critic_target / actor_target: their target twins. critic_part: the critic CNN's Part (the
+    critic loss trains it); actor_parts: what the actor loss trains besides the actor MLP.
+    """
+
+    critic: NatureCNN
+    actor: NatureCNN
+    critic_target: NatureCNN
+    actor_target: NatureCNN
+    critic_part: Part
+    actor_parts: list[Part]
+
+    @abstractmethod
+    def named_online(self) -> dict[str, torch.nn.Module]:
+        """The online CNNs under their state-dict names."""
+
+    @abstractmethod
+    def named_targets(self) -> dict[str, torch.nn.Module]:
+        """The target CNNs under their state-dict names, in the order of named_online()."""
+
+    @abstractmethod
+    def cnns(self) -> dict[str, torch.nn.Module]:
+        """The online CNNs under their telemetry names (weight_norm/<name>/...)."""
+
+    @abstractmethod
+    def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(critic's, actor's) target features of the prepared next frames."""
+
+    @abstractmethod
+    def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
+        """The features the actor step reads, given the critic step's (detached) features."""
+
+    @abstractmethod
+    def actor_cnn_l2(self, critic_cnn_l2: float, last_actor_cnn_l2: float) -> float:
+        """The actor's feature L2 to report this update (the last actor update's, or this one's)."""
+
+    def soft_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return list(zip(self.named_online().values(), self.named_targets().values(), strict=True))
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The CNN optimizers by name ("actor_cnn" only where the actor trains its own CNN)."""
+        return {part.name: part.optimizer for part in [*self.actor_parts, self.critic_part]}
+
+
+class SeparateEncoders(Encoders):
+    """encoder_grad="separate" (the design): the actor and the critic each own a CNN, each trained
+    by its own loss with its own optimizer."""
+
+    def __init__(self, actor_cnn: NatureCNN, critic_cnn: NatureCNN, make_part: MakeCnnPart):
+        self.actor, self.critic = actor_cnn, critic_cnn
+        self.actor_target, self.critic_target = _frozen_copy(actor_cnn), _frozen_copy(critic_cnn)
+        self.critic_part = make_part("critic_cnn", critic_cnn)
+        self.actor_parts = [make_part("actor_cnn", actor_cnn)]
+
+    def named_online(self) -> dict[str, torch.nn.Module]:
+        return {"actor_encoder": self.actor, "critic_encoder": self.critic}
+
+    def named_targets(self) -> dict[str, torch.nn.Module]:
+        return {"actor_encoder_target": self.actor_target, "critic_encoder_target": self.critic_target}
+
+    def cnns(self) -> dict[str, torch.nn.Module]:
+        return {"actor_cnn": self.actor, "critic_cnn": self.critic}
+
+    def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.critic_target(next_frames, prepared=True), self.actor_target(next_frames, prepared=True)
+
+    def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
+        return self.actor(frames, prepared=True)
+
+    def actor_cnn_l2(self, critic_cnn_l2: float, last_actor_cnn_l2: float) -> float:
+        return last_actor_cnn_l2  # its own CNN: measured on actor updates, carried in between
+
+
+class SharedEncoder(Encoders):
+    """encoder_grad="critic_only": one CNN, trained by the critic loss alone; the actor reads its
+    features detached (DrQ-v2, SAC-AE), so the actor loss trains no CNN and has no CNN optimizer."""
+
+    def __init__(self, cnn: NatureCNN, make_part: MakeCnnPart):
+        self.actor = self.critic = cnn
+        self.actor_target = self.critic_target = _frozen_copy(cnn)
+        self.critic_part = make_part("critic_cnn", cnn)
+        self.actor_parts = []
+
+    def named_online(self) -> dict[str, torch.nn.Module]:
+        return {"encoder": self.critic}
+
+    def named_targets(self) -> dict[str, torch.nn.Module]:
+        return {"encoder_target": self.critic_target}
+
+    def cnns(self) -> dict[str, torch.nn.Module]:
+        return {"encoder": self.critic}
+
+    def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.critic_target(next_frames, prepared=True)
+        return features, features
+
+    def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
+        return critic_features
+
+    def actor_cnn_l2(self, critic_cnn_l2: float, last_actor_cnn_l2: float) -> float:
+        return critic_cnn_l2  # one CNN: the critic's features of this very update
+
+
+def build_encoders(
+    encoder_grad: str, actor_cnn: NatureCNN, make_cnn: Callable[[], NatureCNN], make_part: MakeCnnPart
+) -> Encoders:
+    """The one place encoder_grad is read. make_cnn builds the critic's own CNN (separate only)."""
+    if encoder_grad == "critic_only":
+        return SharedEncoder(actor_cnn, make_part)
+    return SeparateEncoders(actor_cnn, make_cnn(), make_part)
+
+
 class TD3Learner:
     """The stabilized TD3 learner. Not thread-safe: call act/update/state_dict from one thread.
 
     Attributes: config, device, updates (number of update() calls), policy (PolicyNetwork:
-    `.encoder` + `.actor`), actor_encoder, actor, critic_encoder, critic and their *_target
-    twins, the four optimizers (actor_cnn_optimizer is None with encoder_grad="critic_only"),
-    monitor (FeatureNormMonitor), limiter (ActionLimiter).
+    `.encoder` + `.actor`), encoders (Encoders), actor_encoder, actor, critic_encoder, critic
+    and their *_target twins, the four optimizers (actor_cnn_optimizer is None with
+    encoder_grad="critic_only"), monitor (FeatureNormMonitor), limiter (ActionLimiter),
+    exploration (Exploration, for act(explore=True)).
     """
 
     def __init__(self, config: TD3Config | None = None):
         self.config = c = config or TD3Config()
         c.validate()
         self.device = resolve_device(c.device)
-        self.shared_encoder = c.encoder_grad == "critic_only"
-
-        # One seed (None = fresh OS entropy) -> independent streams for the initial weights, the
-        # target-policy noise (torch) and the exploration noise (numpy). The process's global
-        # torch RNG is left untouched.
-        seeds = np.random.SeedSequence(c.seed)
-        init_seed, noise_seed = (int(s) for s in seeds.generate_state(2))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            self.policy = PolicyNetwork(norm=c.cnn_norm, max_action=c.max_action, in_frames=c.in_frames)
-            self.critic = TwinCritic()
-            if not self.shared_encoder:
-                self.critic_encoder = NatureCNN(in_frames=c.in_frames, norm=c.cnn_norm)
-        self.actor_encoder, self.actor = self.policy.encoder, self.policy.actor
-        if self.shared_encoder:
-            self.critic_encoder = self.actor_encoder
-        self.policy.to(self.device)
-        self.critic.to(self.device)
-        self.critic_encoder.to(self.device)
-
-        self.actor_target = copy.deepcopy(self.actor)
-        self.critic_target = copy.deepcopy(self.critic)
-        self.critic_encoder_target = copy.deepcopy(self.critic_encoder)
-        self.actor_encoder_target = (
-            self.critic_encoder_target if self.shared_encoder else copy.deepcopy(self.actor_encoder)
-        )
-        for target in self._targets():
-            target.requires_grad_(False)
-        # (online, target) parameter lists for the soft update
-        self._soft_pairs = [
-            (_params(online), _params(target))
-            for online, target in zip(self._onlines(), self._targets(), strict=True)
-        ]
 
         fused = c.fused_adam and self.device.type in ("cpu", "cuda")
 
         def adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
             return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
-        self._actor_params = _params(self.actor)
-        self._critic_params = _params(self.critic)
-        self._critic_cnn_params = _params(self.critic_encoder)
-        self._actor_cnn_params = [] if self.shared_encoder else _params(self.actor_encoder)
-        self.actor_optimizer = adam(self._actor_params, c.actor_lr)
-        self.critic_optimizer = adam(self._critic_params, c.critic_lr)
-        # Weight decay on exactly the two CNN optimizers.
-        self.critic_cnn_optimizer = adam(self._critic_cnn_params, c.critic_cnn_lr, c.cnn_weight_decay)
-        self.actor_cnn_optimizer: torch.optim.Adam | None = (
-            None if self.shared_encoder else adam(self._actor_cnn_params, c.actor_cnn_lr, c.cnn_weight_decay)
-        )
+        def make_cnn_part(name: str, cnn: torch.nn.Module) -> Part:
+            lr = {"actor_cnn": c.actor_cnn_lr, "critic_cnn": c.critic_cnn_lr}[name]
+            params = _params(cnn)
+            # Weight decay on exactly the CNN optimizers.
+            return Part(name, params, adam(params, lr, c.cnn_weight_decay))
 
-        self.monitor = FeatureNormMonitor.from_config(
-            c, {name: opt for name, opt in self._named_optimizers().items() if name.endswith("_cnn")}
-        )
+        # One seed (None = fresh OS entropy) -> independent streams for the initial weights, the
+        # target-policy noise and augmentation (torch), and the exploration noise (numpy). The
+        # process's global torch RNG is left untouched.
+        seeds = np.random.SeedSequence(c.seed)
+        init_seed, noise_seed = (int(s) for s in seeds.generate_state(2))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.policy = PolicyNetwork(norm=c.cnn_norm, max_action=c.max_action, in_frames=c.in_frames)
+            self.critic = TwinCritic()
+            self.policy.to(self.device)
+            self.critic.to(self.device)
+            self.encoders = build_encoders(
+                c.encoder_grad, self.policy.encoder,
+                lambda: NatureCNN(in_frames=c.in_frames, norm=c.cnn_norm).to(self.device), make_cnn_part,
+            )
+        e = self.encoders
+        self.actor = self.policy.actor
+        self.actor_encoder, self.critic_encoder = e.actor, e.critic
+        self.actor_encoder_target, self.critic_encoder_target = e.actor_target, e.critic_target
+        self.actor_target, self.critic_target = _frozen_copy(self.actor), _frozen_copy(self.critic)
+        # (online, target) parameter lists for the soft update
+        self._soft_pairs = [
+            (_params(online), _params(target))
+            for online, target in [(self.actor, self.actor_target), (self.critic, self.critic_target),
+                                   *e.soft_pairs()]
+        ]
+
+        self.actor_optimizer = adam(_params(self.actor), c.actor_lr)
+        self.critic_optimizer = adam(_params(self.critic), c.critic_lr)
+        self.critic_cnn_optimizer = e.critic_part.optimizer
+        self.actor_cnn_optimizer: torch.optim.Adam | None = e.optimizers().get("actor_cnn")
+        # What each loss trains, clipped part by part.
+        self._critic_parts = [Part("critic", _params(self.critic), self.critic_optimizer), e.critic_part]
+        self._actor_parts = [Part("actor", _params(self.actor), self.actor_optimizer), *e.actor_parts]
+
+        self.monitor = FeatureNormMonitor.from_config(c, e.optimizers())
         self.limiter = ActionLimiter.from_config(c)
 
         # Every random draw of the learner comes from these two (saved in checkpoints).
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(noise_seed)
         self._np_rng = np.random.default_rng(seeds.spawn(1)[0])
+        self.exploration = Exploration.from_config(c, rng=self._np_rng, limiter=self.limiter)
+        # Random-shift augmentation (DrQ) of the sampled frames, or none.
+        self._augment: Callable[[torch.Tensor], torch.Tensor] = (
+            functools.partial(random_shift, pad=c.augment_pad, generator=self._generator)
+            if c.augment_pad > 0 else (lambda frames: frames)
+        )
 
         self.updates = 0
         # Actor-side numbers are measured on actor updates (every policy_delay) and carried over.
+        # With one CNN the actor loss trains no CNN: grad_norm_actor_cnn stays 0.
         self._actor_stats = {
             "actor_cnn_l2": 0.0, "cnn_features_mean": 0.0, "cnn_features_std": 0.0,
             "saturated_share": 0.0, "grad_norm_actor": 0.0, "grad_norm_actor_cnn": 0.0,
@@ -149,39 +298,15 @@ class TD3Learner:
 
     # --- structure ------------------------------------------------------------------------------
     def _named_modules(self) -> dict[str, torch.nn.Module]:
-        if self.shared_encoder:
-            return {
-                "encoder": self.critic_encoder, "actor": self.actor, "critic": self.critic,
-                "encoder_target": self.critic_encoder_target, "actor_target": self.actor_target,
-                "critic_target": self.critic_target,
-            }
+        """Every network under its state-dict name."""
         return {
-            "actor_encoder": self.actor_encoder, "actor": self.actor,
-            "critic_encoder": self.critic_encoder, "critic": self.critic,
-            "actor_encoder_target": self.actor_encoder_target, "actor_target": self.actor_target,
-            "critic_encoder_target": self.critic_encoder_target, "critic_target": self.critic_target,
+            **self.encoders.named_online(), "actor": self.actor, "critic": self.critic,
+            **self.encoders.named_targets(), "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
         }
 
-    def _onlines(self) -> list[torch.nn.Module]:
-        onlines = [self.actor, self.critic, self.critic_encoder]
-        return onlines if self.shared_encoder else [*onlines, self.actor_encoder]
-
-    def _targets(self) -> list[torch.nn.Module]:
-        targets = [self.actor_target, self.critic_target, self.critic_encoder_target]
-        return targets if self.shared_encoder else [*targets, self.actor_encoder_target]
-
     def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optimizers = {"actor": self.actor_optimizer}
-        if self.actor_cnn_optimizer is not None:
-            optimizers["actor_cnn"] = self.actor_cnn_optimizer
-        optimizers["critic"] = self.critic_optimizer
-        optimizers["critic_cnn"] = self.critic_cnn_optimizer
-        return optimizers
-
-    def _encoders(self) -> dict[str, torch.nn.Module]:
-        if self.shared_encoder:
-            return {"encoder": self.critic_encoder}
-        return {"actor_cnn": self.actor_encoder, "critic_cnn": self.critic_encoder}
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, **self.encoders.optimizers()}
 
     # --- acting ---------------------------------------------------------------------------------
     def _tensor(self, x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -192,11 +317,12 @@ class TD3Learner:
         """PolicyWeights.action_limit: the limiter's clip while active, 0 = no limit."""
         return self.limiter.current_limit
 
-    def act(self, frames: Any, kinematics: Any, explore: bool) -> np.ndarray:
+    def act(self, frames: Any, kinematics: Any, explore: bool, env_step: int = 0) -> np.ndarray:
         """Actions for one stack ((4, 84, 84) + (23,) -> (2,)) or a batch ((B, ...) -> (B, 2)).
 
-        explore adds Gaussian noise (exploration_noise * max_action). The active action limit
-        is applied last, so it also bounds the noise.
+        explore: the training action of `exploration` (Gaussian noise with the schedule's std at
+        env step `env_step`, clipped to +-max_action); else the deterministic actor. The active
+        action limit is applied last either way, so it also bounds the noise.
         """
         frames_t = self._tensor(frames)
         kin_t = self._tensor(kinematics, torch.float32)
@@ -206,10 +332,9 @@ class TD3Learner:
         with torch.inference_mode():
             actions = self.policy(frames_t, kin_t).cpu().numpy()
         if explore:
-            max_action = self.config.max_action
-            noise = self._np_rng.normal(0.0, self.config.exploration_noise * max_action, size=actions.shape)
-            actions = np.clip(actions + noise, -max_action, max_action)
-        actions = self.limiter.apply(actions).astype(np.float32)
+            actions = self.exploration.action(actions, env_step)
+        else:
+            actions = self.limiter.apply(actions).astype(np.float32)
         return actions[0] if single else actions
 
     def record_episode_length(self, length: int) -> None:
@@ -219,16 +344,53 @@ class TD3Learner:
     # --- learning -------------------------------------------------------------------------------
     def _clip(self, params: list[torch.nn.Parameter]) -> float:
         """Clip the gradient norm of one part to grad_clip; return the norm before clipping."""
-        if not params:
-            return 0.0
         if self.config.grad_clip is None:
             return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
         return float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip, foreach=True))
 
+    def _step(self, loss: torch.Tensor, parts: list[Part]) -> dict[str, float]:
+        """Backpropagate `loss` into `parts`, clip each part on its own, step their optimizers.
+        Returns each part's pre-clip gradient norm as grad_norm_<part>."""
+        for part in parts:
+            part.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = {f"grad_norm_{part.name}": self._clip(part.params) for part in parts}
+        for part in parts:
+            part.optimizer.step()
+        return norms
+
     @torch.no_grad()
     def _soft_update(self) -> None:
+        # Soft target updates: every target trails its online twin by tau (Polyak averaging).
         for online, target in self._soft_pairs:
             torch._foreach_lerp_(target, online, self.config.tau)
+
+    def _executed_limit(self) -> float:
+        """The bound of the actions the car executes: the active limit, else max_action."""
+        return self.limiter.current_limit or self.config.max_action
+
+    def _batch_tensors(
+        self, batch: Any
+    ) -> tuple[Observation, torch.Tensor, torch.Tensor, torch.Tensor, Observation]:
+        """(obs, actions, rewards, bootstrap, next_obs); rewards and bootstrap are (B, 1), with
+        bootstrap = (1 - terminated) * gamma^k (k = 1, or the batch's n-step `discounts`)."""
+        c = self.config
+        discounts = getattr(batch, "discounts", None)
+        if discounts is None and c.n_step > 1:
+            raise ValueError(
+                f"TD3Config.n_step = {c.n_step} needs n-step batches (with `discounts`): "
+                f"sample with FrameReplayBuffer.sample(batch_size, n_step={c.n_step}, gamma=...)"
+            )
+        # Normalized once per batch here, then shared by the CNNs that read it.
+        obs = Observation(NatureCNN.prepare(self._augment(self._tensor(batch.frames))),
+                          self._tensor(batch.kinematics, torch.float32))
+        actions = self._tensor(batch.actions, torch.float32)
+        rewards = self._tensor(batch.rewards, torch.float32).view(-1, 1)
+        next_obs = Observation(NatureCNN.prepare(self._augment(self._tensor(batch.next_frames))),
+                               self._tensor(batch.next_kinematics, torch.float32))
+        not_done = 1.0 - self._tensor(batch.terminated, torch.float32).view(-1, 1)
+        gamma = c.gamma if discounts is None else self._tensor(discounts, torch.float32).view(-1, 1)
+        return obs, actions, rewards, not_done * gamma, next_obs
 
     def update(self, batch: Any) -> dict[str, float]:
         """One TD3 update on a ReplayBatch (numpy arrays or tensors). Returns scalars:
@@ -242,23 +404,34 @@ class TD3Learner:
         Actor-side values are from the latest actor update (0 before the first);
         with encoder_grad="critic_only", grad_norm_actor_cnn and lr_actor_cnn are 0.
         """
-        c = self.config
-        # Normalized once per batch here, then shared by the CNNs that read it.
-        frames = NatureCNN.prepare(self._tensor(batch.frames))
-        kinematics = self._tensor(batch.kinematics, torch.float32)
-        actions = self._tensor(batch.actions, torch.float32)
-        rewards = self._tensor(batch.rewards, torch.float32).view(-1, 1)
-        next_frames = NatureCNN.prepare(self._tensor(batch.next_frames))
-        next_kinematics = self._tensor(batch.next_kinematics, torch.float32)
-        not_done = 1.0 - self._tensor(batch.terminated, torch.float32).view(-1, 1)
+        obs, actions, rewards, bootstrap, next_obs = self._batch_tensors(batch)
         self.updates += 1  # counted once the batch converted: a malformed batch is not an update
 
+        metrics, critic_features = self._update_critic(obs, actions, rewards, bootstrap, next_obs)
+        raw_actions = None
+        # Delayed policy updates: the actor and the targets move once per policy_delay critic steps.
+        if self.updates % self.config.policy_delay == 0:
+            actor_metrics, raw_actions = self._update_actor(obs, critic_features)
+            self._soft_update()
+            metrics["actor_loss"] = actor_metrics.pop("actor_loss")
+            self._actor_stats.update(actor_metrics)
+        metrics.update(self._actor_stats)
+        critic_cnn_l2 = metrics["critic_cnn_l2"]
+        metrics["actor_cnn_l2"] = self.encoders.actor_cnn_l2(critic_cnn_l2, metrics["actor_cnn_l2"])
+        metrics["cnn_l2"] = max(metrics["actor_cnn_l2"], critic_cnn_l2)
+        metrics.update(self._update_stabilizers(metrics["cnn_l2"], raw_actions))
+        metrics.update(self._telemetry(metrics))
+        return metrics
+
+    def _update_critic(
+        self, obs: Observation, actions: torch.Tensor, rewards: torch.Tensor, bootstrap: torch.Tensor,
+        next_obs: Observation,
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One critic step. Returns its metrics and the critic's features of obs, detached."""
+        c = self.config
+        limit = self._executed_limit()
         with torch.no_grad():
-            next_features = self.critic_encoder_target(next_frames, prepared=True)
-            if self.shared_encoder:
-                next_actor_features = next_features
-            else:
-                next_actor_features = self.actor_encoder_target(next_frames, prepared=True)
+            next_features, next_actor_features = self.encoders.target_features(next_obs.frames)
             # Target policy smoothing: clipped noise on the target action.
             noise = torch.randn(actions.shape, generator=self._generator, device=self.device)
             noise = (noise * c.policy_noise * c.max_action).clamp(
@@ -266,96 +439,81 @@ class TD3Learner:
             )
             # While the limiter is active the car executes clip(pi(s'), +-limit): bootstrap from
             # that action, not from one the behaviour never takes and the critic never saw.
-            limit = self.limiter.current_limit or c.max_action
-            next_actions = (self.actor_target(next_actor_features, next_kinematics) + noise).clamp(
+            next_actions = (self.actor_target(next_actor_features, next_obs.kinematics) + noise).clamp(
                 -limit, limit
             )
-            target_q1, target_q2 = self.critic_target(next_features, next_kinematics, next_actions)
-            target_q = rewards + not_done * c.gamma * torch.min(target_q1, target_q2)
+            # Clipped double Q-learning: bootstrap from the smaller of the two target critics.
+            target_q1, target_q2 = self.critic_target(next_features, next_obs.kinematics, next_actions)
+            target_q = rewards + bootstrap * torch.min(target_q1, target_q2)
 
-        features = self.critic_encoder(frames, prepared=True)
-        q1, q2 = self.critic(features, kinematics, actions)
+        features = self.critic_encoder(obs.frames, prepared=True)
+        q1, q2 = self.critic(features, obs.kinematics, actions)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        self.critic_cnn_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        grad_norm_critic = self._clip(self._critic_params)
-        grad_norm_critic_cnn = self._clip(self._critic_cnn_params)
-        self.critic_optimizer.step()
-        self.critic_cnn_optimizer.step()
+        grad_norms = self._step(critic_loss, self._critic_parts)
 
         features = features.detach()
-        critic_cnn_l2 = per_sample_l2(features)
-        info = {
+        return {
             "critic_loss": critic_loss.item(),
             "q_mean": q1.mean().item(),
             "target_q_mean": float(target_q.mean()),
             "td_error": float((q1.detach() - target_q).abs().mean()),
-            "grad_norm_critic": grad_norm_critic,
-            "grad_norm_critic_cnn": grad_norm_critic_cnn,
-            "critic_cnn_l2": critic_cnn_l2,
-        }
+            **grad_norms,
+            "critic_cnn_l2": per_sample_l2(features),
+        }, features
 
-        raw_actions = None
-        if self.updates % c.policy_delay == 0:
-            actor_features = features if self.shared_encoder else self.actor_encoder(frames, prepared=True)
-            raw_actions = self.actor(actor_features, kinematics)
-            # Score the action the car executes, clip(pi(s), +-limit): the critic has data only
-            # inside the limit, and asking it about |a| up to 1 let its extrapolation drive the
-            # tanh into saturation, which in turn kept the limiter's own "unsaturated" criterion
-            # from ever holding. The clip has no gradient outside, so a squared penalty on the
-            # excess pulls the output back inside. Without an active limit both are identities.
-            executed = raw_actions.clamp(-limit, limit)
-            excess = (raw_actions.abs() - limit).clamp(min=0.0)
-            actor_loss = (-self.critic.q1(features, kinematics, executed).mean()
-                          + LIMIT_PENALTY * excess.pow(2).sum(dim=1).mean())
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            if self.actor_cnn_optimizer is not None:
-                self.actor_cnn_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            grad_norm_actor = self._clip(self._actor_params)
-            grad_norm_actor_cnn = self._clip(self._actor_cnn_params)
-            self.actor_optimizer.step()
-            if self.actor_cnn_optimizer is not None:
-                self.actor_cnn_optimizer.step()
-            self._soft_update()
+    def _update_actor(
+        self, obs: Observation, critic_features: torch.Tensor
+    ) -> tuple[dict[str, float], np.ndarray]:
+        """One actor step on the critic step's (detached) features. Returns its metrics and the
+        raw (pre-limit) actor outputs on the batch."""
+        c = self.config
+        limit = self._executed_limit()
+        actor_features = self.encoders.actor_features(obs.frames, critic_features)
+        raw_actions = self.actor(actor_features, obs.kinematics)
+        # Score the action the car executes, clip(pi(s), +-limit): the critic has data only
+        # inside the limit, and asking it about |a| up to 1 let its extrapolation drive the
+        # tanh into saturation, which in turn kept the limiter's own "unsaturated" criterion
+        # from ever holding. The clip has no gradient outside, so a squared penalty on the
+        # excess pulls the output back inside. Without an active limit both are identities.
+        executed = raw_actions.clamp(-limit, limit)
+        excess = (raw_actions.abs() - limit).clamp(min=0.0)
+        # Deterministic policy gradient through Q1 only, as TD3.
+        actor_loss = (-self.critic.q1(critic_features, obs.kinematics, executed).mean()
+                      + LIMIT_PENALTY * excess.pow(2).sum(dim=1).mean())
+        grad_norms = self._step(actor_loss, self._actor_parts)
 
-            actor_features = actor_features.detach()
-            raw_actions = raw_actions.detach()
-            self._actor_stats = {
-                "actor_cnn_l2": per_sample_l2(actor_features),
-                "cnn_features_mean": float(actor_features.mean()),
-                "cnn_features_std": float(actor_features.std()),
-                "saturated_share": float((raw_actions.abs() > c.limiter_saturation * c.max_action)
-                                         .float().mean()),
-                "grad_norm_actor": grad_norm_actor,
-                "grad_norm_actor_cnn": grad_norm_actor_cnn,
-            }
-            info["actor_loss"] = actor_loss.item()
-            raw_actions = raw_actions.cpu().numpy()
-        info.update(self._actor_stats)
-        if self.shared_encoder:
-            info["actor_cnn_l2"] = critic_cnn_l2  # one CNN
-        cnn_l2 = max(info["actor_cnn_l2"], critic_cnn_l2)
-        info["cnn_l2"] = cnn_l2
+        actor_features, raw_actions = actor_features.detach(), raw_actions.detach()
+        saturated = raw_actions.abs() > c.limiter_saturation * c.max_action
+        return {
+            "actor_loss": actor_loss.item(),
+            "actor_cnn_l2": per_sample_l2(actor_features),
+            "cnn_features_mean": float(actor_features.mean()),
+            "cnn_features_std": float(actor_features.std()),
+            "saturated_share": float(saturated.float().mean()),
+            **grad_norms,
+        }, raw_actions.cpu().numpy()
 
-        # Stabilizers: the monitor may cut the CNN LRs, the limiter may lift itself.
+    def _update_stabilizers(self, cnn_l2: float, raw_actions: np.ndarray | None) -> dict[str, float]:
+        """The monitor may cut the CNN LRs, the limiter may lift itself; returns their state."""
         cuts = self.monitor.observe(cnn_l2, self.updates)
         self.limiter.observe_update(cnn_l2, raw_actions)
         lrs = {name: opt.param_groups[0]["lr"] for name, opt in self._named_optimizers().items()}
-        info.update(
-            lr_actor=lrs["actor"], lr_actor_cnn=lrs.get("actor_cnn", 0.0),
-            lr_critic=lrs["critic"], lr_critic_cnn=lrs["critic_cnn"],
-            action_limit_active=float(self.limiter.active), action_limit=self.limiter.current_limit,
-            actor_updated=float(raw_actions is not None), lr_cut=float(bool(cuts)),
-        )
+        return {
+            "lr_actor": lrs["actor"], "lr_actor_cnn": lrs.get("actor_cnn", 0.0),
+            "lr_critic": lrs["critic"], "lr_critic_cnn": lrs["critic_cnn"],
+            "action_limit_active": float(self.limiter.active), "action_limit": self.limiter.current_limit,
+            "actor_updated": float(raw_actions is not None), "lr_cut": float(bool(cuts)),
+        }
+
+    def _telemetry(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Periodic logs; every weight_norms_every updates the CNN weight norms (returned)."""
         if self.monitor.stats_due(self.updates):
-            self.monitor.report_stats(self.updates, info)
-        if self.monitor.weight_norms_due(self.updates):
-            info.update(self.monitor.report_weight_norms(self.updates, self._encoders()))
-            if self.limiter.active:
-                log.info("update %d: action limit still active: %s", self.updates, self.limiter.describe())
-        return info
+            self.monitor.report_stats(self.updates, metrics)
+        if not self.monitor.weight_norms_due(self.updates):
+            return {}
+        if self.limiter.active:
+            log.info("update %d: action limit still active: %s", self.updates, self.limiter.describe())
+        return self.monitor.report_weight_norms(self.updates, self.encoders.cnns())
 
     # --- weights and state ----------------------------------------------------------------------
     def actor_state_dict(self) -> dict[str, torch.Tensor]:

@@ -376,7 +376,10 @@ class TrainingService:
 
     def update_once(self) -> dict[str, float]:
         """Sample a batch, run one TD3 update, then publish/checkpoint/log when due."""
-        batch = self.replay.sample(self.config.td3.batch_size)
+        batch_size, td3 = self.config.td3.batch_size, self.learner.config
+        # n-step batches only for a learner that asks for them: one-step sampling stays sample(n).
+        batch = (self.replay.sample(batch_size) if td3.n_step == 1
+                 else self.replay.sample(batch_size, n_step=td3.n_step, gamma=td3.gamma))
         info = self.learner.update(batch)
         self._consecutive_errors = 0
         self._session_updates += 1
