@@ -54,7 +54,8 @@ def _service_config():
 # setting of one of these dataclasses becomes a parameter of the node by itself (and the YAML test
 # below then asks for it to be documented); leaving one out is a decision written here.
 DERIVED = [
-    ("TRAINER_NODE_PARAMETERS", "td3.", lambda: TD3Config, {"exploration_noise", "max_action", "in_frames"}),
+    ("TRAINER_NODE_PARAMETERS", "td3.", lambda: TD3Config,
+     {*parameters.EXPLORATION_SETTINGS, "max_action", "in_frames"}),
     ("TRAINER_NODE_PARAMETERS", "ingest.", lambda: IngestConfig,
      {"frame_height", "frame_width", "episode_length_history"}),
     ("TRAINER_NODE_PARAMETERS", "", _service_config, {"lag_window"}),

@@ -108,7 +108,8 @@ def drive(spawn, context, role, output, weights_file, *policy_params, sim_params
                *AUTOWARE_TOPICS(role), *[a for p in VEHICLE for a in ("-p", p)]])
     spawn(["-m", "av_td3_ros.nodes.policy_node", "--ros-args", "-r", f"__node:=policy_{role}",
            "-p", f"role_name:={role}", "-p", "mode:=deploy", "-p", f"output:={output}",
-           "-p", f"weights_file:={weights_file}", "-p", "weights_topic:=''", "-p", "sensor_timeout:=5.0",
+           "-p", f"weights_file:={weights_file}", "-p", "weights_topic:=''", "-p", "weights_trust:=any",
+           "-p", "sensor_timeout:=5.0",
            "-p", "odometry_sync_timeout:=1.0",
            *AUTOWARE_TOPICS(role), *[a for p in (*VEHICLE, *policy_params) for a in ("-p", p)]])
     return car

@@ -36,6 +36,7 @@ import numpy as np
 
 from av_td3_ros.driving.command import BRAKE, ControlCommand, action_to_control
 from av_td3_ros.driving.state import VehicleState
+from av_td3_ros.learning.exploration import Exploration
 from av_td3_ros.learning.ingest import KIND_START, KIND_STEP, TransitionRecord
 from av_td3_ros.perception.image import FrameStack, to_gray84
 from av_td3_ros.perception.kinematics import KinematicsEncoder, Route
@@ -82,6 +83,9 @@ class DrivingCore:
     policy: an object with `.policy` (None until weights), `.version` and
     `.act(frames, kinematics, policy) -> (action, version)` (PolicyRuntime, or a driver wrapper).
     limiter: an ActionLimiter (train mode only) whose limit follows the weights' action_limit.
+    exploration: a NoiseSchedule (train mode; default: constant 0.1, TD3Config's). Noise, the
+    uniform random action before weights and the limit are learning.exploration.Exploration's,
+    the one implementation the trainer's TD3Learner.act uses too.
     """
 
     def __init__(
@@ -92,7 +96,7 @@ class DrivingCore:
         reward: RewardConfig | None = None,
         actor_id: str = "car",
         limiter=None,
-        exploration_noise: float = 0.1,
+        exploration=None,
         seed: int | None = None,
         search_ahead: float = 30.0,
         finish_distance: float = 2.0,
@@ -105,8 +109,11 @@ class DrivingCore:
         self.policy = policy
         self.actor_id = actor_id
         self.limiter = limiter if mode == "train" else None
-        self.exploration_noise = float(exploration_noise) if mode == "train" else 0.0
         self.rng = np.random.default_rng(seed)
+        self.explorer = None
+        if mode == "train":
+            self.explorer = Exploration(exploration, rng=self.rng, limiter=self.limiter)
+        self.env_steps = 0  # actions taken in train mode: the exploration schedule's clock
         self.stack = FrameStack(stack_size)
         self.encoder = KinematicsEncoder(num_waypoints=10, search_ahead=search_ahead,
                                          finish_distance=finish_distance)
@@ -262,18 +269,17 @@ class DrivingCore:
             decision.policy_version = version
             if not np.isfinite(action).all():
                 action = None
-        if action is None and self.mode != "train":
-            self._last_action = None
-            decision.brake_reason = ("the actor produced a non-finite action" if policy is not None
-                                     else f"{self.mode} mode without valid weights: {self.no_weights_reason}")
-            return decision
-        if action is None:  # train: explore uniformly before weights, and instead of a NaN output
-            action = self.rng.uniform(-1.0, 1.0, size=2)
-        elif self.exploration_noise > 0:
-            action = action + self.rng.normal(0.0, self.exploration_noise, size=2)
-        action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        if self.limiter is not None:
-            action = np.asarray(self.limiter.apply(action), dtype=np.float32)
+        if self.explorer is None:
+            if action is None:
+                self._last_action = None
+                decision.brake_reason = (
+                    "the actor produced a non-finite action" if policy is not None
+                    else f"{self.mode} mode without valid weights: {self.no_weights_reason}")
+                return decision
+            action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        else:  # explores uniformly before weights and instead of a non-finite output
+            action = self.explorer.action(action, self.env_steps)
+            self.env_steps += 1
         self._last_action, self._last_version = action, version
         decision.action, decision.command = action, action_to_control(action)
         return decision

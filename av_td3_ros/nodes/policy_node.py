@@ -147,6 +147,7 @@ class PolicyNode(LifecycleNode):
         from av_td3_ros.driving.runtime import PolicyRuntime
         from av_td3_ros.driving.stamp_gate import StampGate
         from av_td3_ros.learning.action_limiter import ActionLimiter
+        from av_td3_ros.learning.exploration import NoiseSchedule
         from av_td3_ros.perception.reward import RewardConfig
 
         p = self.p
@@ -170,7 +171,9 @@ class PolicyNode(LifecycleNode):
             self.limiter.follow(p.initial_action_limit)
         self.core = DrivingCore(
             mode=p.mode, policy=self.runtime, reward=RewardConfig.from_namespace(p.reward),
-            actor_id=self.actor_id, limiter=self.limiter, exploration_noise=p.exploration_noise,
+            actor_id=self.actor_id, limiter=self.limiter,
+            exploration=NoiseSchedule(p.exploration_schedule, p.exploration_noise, p.exploration_noise_final,
+                                      p.exploration_decay_steps),
             seed=None if p.seed < 0 else p.seed, search_ahead=p.kinematics.search_ahead,
             finish_distance=p.kinematics.finish_distance)
         self.gate = StampGate()

@@ -300,6 +300,9 @@ def yaml_parameters(path: str | Path, node_key: str | None = None) -> dict[str, 
 _TOPIC = "topic name ({role_name} is replaced)"
 
 
+# TD3Config's exploration settings: the policy node's, which explores (the trainer does not).
+EXPLORATION_SETTINGS = ("exploration_noise", "exploration_schedule", "exploration_noise_final",
+                        "exploration_decay_steps")
 # The gate's own limits; its steering angle and acceleration ranges are the vehicle's.
 GATE_PARAMETERS = ("max_steering_rate", "max_jerk", "max_speed", "stop_deceleration", "stop_jerk",
                    "heartbeat_timeout")
@@ -360,7 +363,7 @@ def _policy_node_parameters() -> list[ParameterSpec]:
         P("torch_threads", 1,
           "torch intra-op threads for inference, also used for OpenCV (1 keeps p99 low on a loaded machine)",
           min=1, max=64),
-        *parameters_from(TD3Config, only=("exploration_noise",)),
+        *parameters_from(TD3Config, only=EXPLORATION_SETTINGS),
         P("initial_action_limit", 0.6,
           "action limit until the first weights bring the trainer's (train mode); 0 = none",
           min=0.0, max=1.0),
@@ -421,7 +424,7 @@ def _trainer_node_parameters() -> list[ParameterSpec]:
         *parameters_from(IngestConfig, "ingest.",
                          exclude=("frame_height", "frame_width", "episode_length_history")),
         # The policy node owns exploration; the frame stack and the action bound are fixed by the nodes.
-        *parameters_from(TD3Config, "td3.", exclude=("exploration_noise", "max_action", "in_frames")),
+        *parameters_from(TD3Config, "td3.", exclude=(*EXPLORATION_SETTINGS, "max_action", "in_frames")),
     ]
 
 
