@@ -49,6 +49,9 @@ def _setup(context, *args, **kwargs):
     if not os.path.isfile(os.path.expanduser(weights)):
         raise RuntimeError(f"policy.launch.py: weights file {weights!r} does not exist")
     use_sim_time = arg("use_sim_time").strip().lower() in ("true", "1", "yes", "on")
+    onnx = arg("onnx")
+    if onnx and not os.path.isfile(os.path.expanduser(onnx)):
+        raise RuntimeError(f"policy.launch.py: onnx file {onnx!r} does not exist")
     return [
         LogInfo(msg=f"av_td3_ros: deploying {weights} for {arg('role_name')}"),
         Node(
@@ -57,8 +60,11 @@ def _setup(context, *args, **kwargs):
             name="policy_node",
             namespace=arg("namespace"),
             output="screen",
-            parameters=[arg("policy_config"), {
+            parameters=[arg("policy_config"), arg("vehicle_config"), {
                 "mode": "deploy",
+                "output": arg("output"),
+                "inference_backend": "onnx" if onnx else "torch",
+                "onnx_file": os.path.expanduser(onnx),
                 "role_name": arg("role_name"),
                 "weights_file": os.path.expanduser(weights),
                 "weights_topic": arg("weights_topic"),
@@ -93,5 +99,13 @@ def generate_launch_description():
                               description="nav_msgs/Path input (transient local)"),
         DeclareLaunchArgument("control_topic", default_value="/carla/{role_name}/vehicle_control_cmd",
                               description="carla_msgs/CarlaEgoVehicleControl output"),
+        DeclareLaunchArgument("output", default_value="carla",
+                              description="output adapter: carla | ackermann | autoware (docs/vehicle.md)"),
+        DeclareLaunchArgument("vehicle_config", default_value=_config("policy.yaml"),
+                              description="parameters file applied after policy_config: the car's "
+                                          "vehicle.* and the command gate's gate.* limits, trusted_keys"),
+        DeclareLaunchArgument("onnx", default_value="",
+                              description="ONNX policy from `av-td3 export`: run it on onnxruntime "
+                                          "instead of the weights on torch"),
         OpaqueFunction(function=_setup),
     ])

@@ -136,7 +136,6 @@ def test_ackermann_and_autoware_outputs_drive_the_car_as_far_as_the_carla_output
             ticks = car.wait_ticks(TICKS)
             assert car.route is not None
             lengths[output] = length_on_route(car.route, ticks)
-            print(output, [(round(t[3], 2)) for t in ticks[:20]])
         finally:
             car.close()
             spawn.close()
@@ -184,3 +183,24 @@ def test_estop_and_heartbeat_loss_ramp_the_simulators_speed_to_zero_and_hold(spa
     # The ramp: never harder than the stop deceleration (plus the car's rolling resistance).
     assert decel.max() <= 2.5 + sim.rolling_decel + 0.2, decel.round(2)
     assert np.all(np.diff(speeds) <= 1e-6), "the car speeds up during a stop"
+
+
+def test_a_policy_node_on_the_exported_onnx_file_drives_like_the_torch_one(spawn, rclpy_context, weights_file,
+                                                                          tmp_path):
+    """inference_backend onnx: the same car, the same ticks as with the torch weights (the two agree
+    to ~1e-6 per action; the comparison allows float noise to grow over the ticks)."""
+    from av_td3_ros.deploy.onnx_policy import export_onnx
+
+    onnx_file = tmp_path / "policy.onnx"
+    export_onnx(weights_file, onnx_file)
+    runs = {}
+    for backend in ("torch", "onnx"):
+        role = f"backend_{backend}"
+        car = drive(spawn, rclpy_context, role, "carla", weights_file, f"inference_backend:={backend}",
+                    f"onnx_file:={onnx_file}")
+        try:
+            runs[backend] = np.array(car.wait_ticks(20))
+        finally:
+            car.close()
+            spawn.close()
+    np.testing.assert_allclose(runs["onnx"], runs["torch"], atol=1e-2)

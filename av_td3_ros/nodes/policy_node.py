@@ -170,7 +170,7 @@ class PolicyNode(LifecycleNode):
             self.limiter = ActionLimiter()
             self.limiter.follow(p.initial_action_limit)
         self.core = DrivingCore(
-            mode=p.mode, policy=self.runtime, reward=RewardConfig.from_namespace(p.reward),
+            mode=p.mode, policy=self._inference(), reward=RewardConfig.from_namespace(p.reward),
             actor_id=self.actor_id, limiter=self.limiter,
             exploration=NoiseSchedule(p.exploration_schedule, p.exploration_noise, p.exploration_noise_final,
                                       p.exploration_decay_steps),
@@ -199,6 +199,21 @@ class PolicyNode(LifecycleNode):
         elif p.mode == "deploy" and not p.weights_topic:
             self.core.no_weights_reason = "neither weights_file nor weights_topic is set"
         self._create_entities()
+
+    def _inference(self):
+        """What the core's actor runs on: the PolicyRuntime (torch, hot-swapped weights), or in
+        deploy mode an exported ONNX file on onnxruntime (no hot swap: the file is the policy)."""
+        p = self.p
+        if p.inference_backend == "torch":
+            return self.runtime
+        if p.mode != "deploy" or not p.onnx_file:
+            raise ValueError("inference_backend onnx needs mode deploy and an onnx_file")
+        from av_td3_ros.deploy.onnx_policy import OnnxPolicyRuntime
+
+        onnx = OnnxPolicyRuntime(threads=p.torch_threads)
+        onnx.load(p.onnx_file)  # raises WeightsRejected with the reason
+        self.get_logger().info(f"running {p.onnx_file} on onnxruntime (version {onnx.version})")
+        return onnx
 
     def _load_weights_file(self, path: str) -> None:
         from av_td3_ros.driving.runtime import WeightsRejected, load_weights_file
@@ -239,7 +254,7 @@ class PolicyNode(LifecycleNode):
                   qos.EVENT_QOS)
         subscribe(CarlaLaneInvasionEvent, "lane_invasion_topic",
                   functools.partial(self._on_event, "lane_invasion"), qos.EVENT_QOS)
-        if p.weights_topic:  # decoded and built in its own callback group, off the inference thread
+        if p.weights_topic and p.inference_backend == "torch":  # decoded off the inference thread
             subscribe(PolicyWeights, "weights_topic", self._on_weights, qos.WEIGHTS_QOS,
                       callback_group=self._weights_group)
         add(self.create_timer(1.0 / p.control_rate, self._on_watchdog, clock=self._wall))
@@ -372,7 +387,7 @@ class PolicyNode(LifecycleNode):
             return
         self._scalar("reward", decision.reward)
         self._scalar("episode_return", decision.episode_return)
-        self._scalar("policy_version", float(self.runtime.version))
+        self._scalar("policy_version", float(self.core.policy.version))
         if decision.inference_ms is not None:
             self.inference_ms.add(decision.inference_ms)
             self._scalar("inference_latency_ms", decision.inference_ms)
@@ -499,7 +514,7 @@ class PolicyNode(LifecycleNode):
         problems = []
         if self.stale:
             problems.append("stale: " + ", ".join(self.stale))
-        if self.p.mode == "deploy" and self.runtime.policy is None:
+        if self.p.mode == "deploy" and self.core.policy.policy is None:
             problems.append(f"no valid weights ({self.core.no_weights_reason})")
         from av_td3_ros.driving.runtime import trust_problems
 
@@ -511,7 +526,8 @@ class PolicyNode(LifecycleNode):
             "mode": self.p.mode,
             "output": self.p.output,
             "active": self._active,
-            "policy_version": self.runtime.version,
+            "policy_version": self.core.policy.version,
+            "inference_backend": self.p.inference_backend,
             "limiter_active": bool(self.limiter is not None and self.limiter.active),
             "action_limit": self.limiter.current_limit if self.limiter is not None else 0.0,
             "camera_rate_hz": self.rates["camera"].rate(now),

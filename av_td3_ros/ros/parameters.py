@@ -349,6 +349,10 @@ def _policy_node_parameters() -> list[ParameterSpec]:
           "std_srvs/Trigger service that resets the episode (train mode); empty or absent = just start "
           "a new episode"),
         P("weights_file", "", "safetensors policy weights loaded at configure; empty = none"),
+        P("inference_backend", "torch",
+          "torch: PolicyRuntime (weights from weights_file / weights_topic, hot-swapped); onnx (deploy "
+          "mode): the exported onnx_file on onnxruntime, no hot swap", choices=("torch", "onnx")),
+        P("onnx_file", "", "ONNX policy from `av-td3 export` (inference_backend onnx)"),
         P("weights_trust", "auto",
           "signed: install only weights (topic and file) signed by a key in trusted_keys; any: every "
           "well-formed payload (reported as WARN on /diagnostics); auto: signed in deploy mode, any in "
