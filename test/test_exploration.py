@@ -86,7 +86,7 @@ def test_the_noise_std_follows_the_schedule_over_env_steps():
 
 
 def test_the_action_limiter_is_applied_last_and_bounds_noise_and_random_actions():
-    limiter = ActionLimiter(0.6)
+    limiter = ActionLimiter(limit=0.6)
     exploration = Exploration(NoiseSchedule.constant(0.5), rng=rng(4), limiter=limiter)
     noisy = exploration.action(np.full((500, 2), 0.59), step=0)
     random = np.array([exploration.action(None, step=0) for _ in range(500)])

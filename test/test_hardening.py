@@ -908,8 +908,9 @@ def _rss_bytes(pid: str | int = "self") -> int:
 
 
 # One slot = one transition: an 84x84 frame, 23 float32 kinematics, 2 float32 actions, a float32
-# reward, 3 flags, the stack window (5 int32), the oldest write (int64), a dependents count (int16).
-BYTES_PER_SLOT = 84 * 84 + 23 * 4 + 2 * 4 + 4 + 3 + 5 * 4 + 8 + 2  # 7,193
+# reward, 3 flags, the stack window (5 int32), the oldest write (int64), a dependents count (int16),
+# the next step of the same episode (int32, for n-step windows).
+BYTES_PER_SLOT = 84 * 84 + 23 * 4 + 2 * 4 + 4 + 3 + 5 * 4 + 8 + 2 + 4  # 7,197
 
 
 def test_replay_memory_is_capacity_times_bytes_per_transition_plus_a_constant_and_does_not_grow_when_full():

@@ -17,6 +17,7 @@ from av_td3_ros.driving.runtime import PolicyRuntime, WeightsRejected, load_weig
 from av_td3_ros.learning.weights import encode_policy_weights
 from av_td3_ros.model import PolicyNetwork
 from av_td3_ros.perception.reward import RewardConfig
+from av_td3_ros.sim.simulator import SimConfig
 
 ATOL = 1e-4
 
@@ -57,7 +58,9 @@ def simulator_observations(exported):
         seen.append((frames.copy(), kinematics.copy(), action))
         return action
 
-    evaluate(driver, "torch", episodes=6, seed=11, reward=RewardConfig(max_episode_steps=30))
+    # The top view: its frames vary more from step to step than the front view's sky-and-road.
+    evaluate(driver, "torch", episodes=6, seed=11, reward=RewardConfig(max_episode_steps=30),
+             sim_config=SimConfig(camera_view="top", image_width=400, image_height=300))
     return seen
 
 
