@@ -21,6 +21,8 @@ def _frame_in_thread(windows: FrameWindows, seconds: float) -> threading.Thread:
     return thread
 
 
+# "At once" bounds are 50 ms: a wrong wait here lasts max_wait (>= 0.1 s), and a loaded CI
+# machine stalls a thread for tens of ms.
 def _timed_pause(windows: FrameWindows) -> float:
     start = time.monotonic()
     windows.pause()
@@ -29,10 +31,10 @@ def _timed_pause(windows: FrameWindows) -> float:
 
 def test_without_frames_a_pause_returns_at_once():
     windows = FrameWindows()
-    assert _timed_pause(windows) < 0.01
+    assert _timed_pause(windows) < 0.05
     with windows.frame():
         pass
-    assert _timed_pause(windows) < 0.01  # one frame gives no period yet: nothing to wait for
+    assert _timed_pause(windows) < 0.05  # one frame gives no period yet: nothing to wait for
 
 
 def test_during_a_frame_a_pause_waits_for_its_end():
@@ -63,7 +65,7 @@ def test_early_in_a_gap_it_goes_late_in_a_gap_it_waits_for_the_next_frame():
     waited = _timed_pause(windows)
     next_frame.join()
     assert 0.08 <= waited < 1.0, waited  # the next frame (at +50 ms, 50 ms long) had to end first
-    assert _timed_pause(windows) < 0.02  # right after that frame: early in the gap, at once
+    assert _timed_pause(windows) < 0.05  # right after that frame: early in the gap, at once
 
 
 def test_when_frames_stop_a_pause_no_longer_waits():
@@ -73,7 +75,7 @@ def test_when_frames_stop_a_pause_no_longer_waits():
             pass
         time.sleep(0.05)
     time.sleep(0.15)  # more than two periods without a frame
-    assert _timed_pause(windows) < 0.02
+    assert _timed_pause(windows) < 0.05
 
 
 def _overlap_share(max_wait: float) -> float:
