@@ -35,6 +35,12 @@ VEHICLE = [f"vehicle.{k}:={getattr(SIM_CAR, k)}" for k in ("max_steering_angle",
 # ramps and heartbeat timeout are per simulated second, as the simulated car lives them.
 LOOSE_GATE = ["gate.max_steering_rate:=100.0", "gate.max_jerk:=1000.0"]
 SIM_TIME = "use_sim_time:=true"
+# Strict lock-step, whatever the machine's load: the simulator waits for every frame's answer
+# (CARLA's 1 s control timeout, measured to expire on a loaded 2-core machine under nice, applies
+# the previous control and puts every later one a tick late), and the policy node's wall-clock
+# waits for a frame's odometry and for stale sensors never expire on a healthy run.
+LOCK_STEP_SIM = ["control_timeout:=30.0"]
+LOCK_STEP_POLICY = ["sensor_timeout:=30.0", "odometry_sync_timeout:=1.0"]  # the longest allowed
 STOP_DECELERATION = 2.5  # the gate's default stop ramp [m/s^2]
 DT = SimConfig().fixed_delta_seconds
 
@@ -128,13 +134,13 @@ def drive(spawn, context, role, output, weights_file, *policy_params, sim_params
     car = Car(context, role)
     spawn(["-m", "av_td3_ros.nodes.sim_node", "--ros-args", "-p", f"role_name:={role}", "-p", f"seed:={SEED}",
            "-p", "image_width:=400", "-p", "image_height:=300",
-           *[a for p in sim_params for a in ("-p", p)]])
+           *[a for p in (*LOCK_STEP_SIM, *sim_params) for a in ("-p", p)]])
     car.wait_matched()
     spawn(["-m", "av_td3_ros.nodes.policy_node", "--ros-args", "-r", f"__node:=policy_{role}",
            "-p", f"role_name:={role}", "-p", "mode:=deploy", "-p", f"output:={output}",
            "-p", f"weights_file:={weights_file}", "-p", "weights_topic:=''", "-p", "weights_trust:=any",
-           "-p", "sensor_timeout:=5.0", "-p", "odometry_sync_timeout:=1.0", "-p", SIM_TIME,
-           *AUTOWARE_TOPICS(role), *[a for p in (*VEHICLE, *policy_params) for a in ("-p", p)]])
+           "-p", SIM_TIME, *AUTOWARE_TOPICS(role),
+           *[a for p in (*LOCK_STEP_POLICY, *VEHICLE, *policy_params) for a in ("-p", p)]])
     if before_the_car is not None:
         assert output != "carla", "with the carla output the policy node is the driver: frames may come"
         before_the_car(car)
