@@ -7,7 +7,8 @@ lane-invasion events of one world frame, in the bridge's order, then waits up to
 `control_timeout` (wall) seconds for a CarlaEgoVehicleControl - ANY control, whatever its stamp,
 as the bridge never reads it - logs a timeout the way the bridge does and goes on with the last
 control received. Unlike the bridge, the first tick waits for its driver: a matched control
-publisher and camera subscriber, every known camera, odometry and route subscriber matched, and
+publisher and camera subscriber, the camera's subscribers on the odometry too, every known
+camera, odometry and route subscriber matched, and
 the first route acknowledged, so that a run's start does not depend on discovery order.
 With `bridge_stamps` (default) the stamps are the bridge's: float seconds
 truncated to nanoseconds, the image and events from the sensor time, odometry, clock and route
@@ -189,14 +190,21 @@ class SimNode(Node):
             raise
 
     def _driver_ready(self) -> bool:
-        """A control publisher and a camera subscriber are matched, and so is every subscriber of
-        the camera, odometry and route the graph knows: the first frame, its odometry and the
-        route then reach them. (Matching is per endpoint: a driver's camera reader can match
-        before its odometry or route reader does.)"""
+        """A control publisher and a camera subscriber are matched, every node subscribed to the
+        camera subscribes the odometry too, and every camera, odometry and route subscriber the
+        graph knows is matched: the first frame and its odometry then reach the driver.
+        (Matching is per endpoint: a driver's camera reader can match before its odometry reader,
+        whose first samples would then be lost.)"""
         if self.sub_control.get_publisher_count() == 0 or self.pub_image.get_subscription_count() == 0:
+            return False
+        if not self._readers(self.pub_image) <= self._readers(self.pub_odom):
             return False
         return all(pub.get_subscription_count() >= self.count_subscribers(pub.topic_name)
                    for pub in (self.pub_image, self.pub_odom, self.pub_route))
+
+    def _readers(self, publisher) -> set:
+        infos = self.get_subscriptions_info_by_topic(publisher.topic_name)
+        return {(info.node_namespace, info.node_name) for info in infos}
 
     def _reset(self, first: bool = False):
         state = self.sim.reset()
