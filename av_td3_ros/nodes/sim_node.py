@@ -6,7 +6,11 @@ each tick publishes /carla/status, /clock, then the camera image, odometry and a
 lane-invasion events of one world frame, in the bridge's order, then waits up to
 `control_timeout` (wall) seconds for a CarlaEgoVehicleControl - ANY control, whatever its stamp,
 as the bridge never reads it - logs a timeout the way the bridge does and goes on with the last
-control received. With `bridge_stamps` (default) the stamps are the bridge's: float seconds
+control received. Unlike the bridge, the first tick waits for its driver: a matched control
+publisher and camera subscriber, the camera's subscribers on the odometry too, every known
+camera, odometry and route subscriber matched, and
+the first route acknowledged, so that a run's start does not depend on discovery order.
+With `bridge_stamps` (default) the stamps are the bridge's: float seconds
 truncated to nanoseconds, the image and events from the sensor time, odometry, clock and route
 from the world snapshot, two clocks of one tick that can differ by 1 ns.
 
@@ -31,6 +35,7 @@ from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaLan
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -46,6 +51,7 @@ from av_td3_ros.ros.spinning import spin_until_stopped, stop_event, stop_spinnin
 __all__ = ["SIM_NODE_PARAMETERS", "SimNode", "main"]
 
 CLOCK_QOS = qos.CONTROL_QOS  # RELIABLE depth 10, as the bridge's /clock
+ROUTE_ACK_TIMEOUT = 5.0  # [s] the first tick waits this long at most for the route's delivery
 
 
 class SimNode(Node):
@@ -69,8 +75,9 @@ class SimNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS_QOS)
         # Controls and resets in separate groups: a reset request waits for the tick thread, which
         # may itself be waiting for a control that must still be delivered meanwhile.
-        self.create_subscription(CarlaEgoVehicleControl, topic("control_topic"), self._on_control,
-                                 qos.CONTROL_QOS, callback_group=MutuallyExclusiveCallbackGroup())
+        self.sub_control = self.create_subscription(
+            CarlaEgoVehicleControl, topic("control_topic"), self._on_control, qos.CONTROL_QOS,
+            callback_group=MutuallyExclusiveCallbackGroup())
         if p.reset_service:
             self.create_service(Trigger, topic("reset_service"), self._on_reset,
                                 callback_group=MutuallyExclusiveCallbackGroup())
@@ -149,14 +156,21 @@ class SimNode(Node):
     def _run(self) -> None:
         try:
             # The first tick waits for a driver: ticking into a policy node that is still loading
-            # torch, or whose camera subscription is not matched yet, would spend the start of the
-            # first episode on timeouts (braked, slowing down). Later ticks never wait for this.
-            control_topic = self.p.control_topic.replace("{role_name}", self.p.role_name)
-            if not self._driver_ready(control_topic):
-                self.get_logger().info(f"waiting for a camera subscriber and a publisher on {control_topic}")
-                while not self._stop.wait(0.1) and not self._driver_ready(control_topic):
+            # torch, or whose subscriptions are not matched yet, would spend the start of the
+            # first episode on timeouts (braked, slowing down) or on frames without odometry or
+            # route (braked). Later ticks never wait for this.
+            if not self._driver_ready():
+                self.get_logger().info(
+                    f"waiting for a driver: camera, odometry and route subscribers and a publisher on "
+                    f"{self.sub_control.topic_name}")
+                while not self._stop.wait(0.1) and not self._driver_ready():
                     pass
             state = self._reset(first=True)
+            # The route is a topic of its own: without this wait the first frames can overtake it
+            # and be braked for "no route" (found by test_vehicle_outputs.py: one run's first
+            # frame braked, another's not, and the episodes went different ways).
+            if not self.pub_route.wait_for_all_acked(Duration(seconds=ROUTE_ACK_TIMEOUT)):
+                self.get_logger().warning(f"first route not acknowledged within {ROUTE_ACK_TIMEOUT} s")
             while not self._stop.is_set():
                 started = time.monotonic()
                 self._publish(state)
@@ -175,8 +189,22 @@ class SimNode(Node):
             self.get_logger().fatal(f"simulator tick thread failed: {exc!r}")
             raise
 
-    def _driver_ready(self, control_topic: str) -> bool:
-        return self.count_publishers(control_topic) > 0 and self.pub_image.get_subscription_count() > 0
+    def _driver_ready(self) -> bool:
+        """A control publisher and a camera subscriber are matched, every node subscribed to the
+        camera subscribes the odometry too, and every camera, odometry and route subscriber the
+        graph knows is matched: the first frame and its odometry then reach the driver.
+        (Matching is per endpoint: a driver's camera reader can match before its odometry reader,
+        whose first samples would then be lost.)"""
+        if self.sub_control.get_publisher_count() == 0 or self.pub_image.get_subscription_count() == 0:
+            return False
+        if not self._readers(self.pub_image) <= self._readers(self.pub_odom):
+            return False
+        return all(pub.get_subscription_count() >= self.count_subscribers(pub.topic_name)
+                   for pub in (self.pub_image, self.pub_odom, self.pub_route))
+
+    def _readers(self, publisher) -> set:
+        infos = self.get_subscriptions_info_by_topic(publisher.topic_name)
+        return {(info.node_namespace, info.node_name) for info in infos}
 
     def _reset(self, first: bool = False):
         state = self.sim.reset()

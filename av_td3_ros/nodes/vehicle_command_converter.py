@@ -8,6 +8,10 @@ or `output:=autoware` can drive the embedded simulator end to end. Per message: 
 VehicleParameters, av_td3_ros.vehicle.conversion.pedals_from_targets). A speed target is honoured
 as a cap: no throttle once the measured speed (odometry) is at or above it. The control keeps
 the command's stamp. Autoware's GearCommand PARK holds the brake.
+
+The control publisher is created only once a command source is matched on the input: a
+simulator in synchronous mode starts ticking when a control publisher appears (sim_node does),
+and a converter with nobody behind it would let it tick into commands that cannot arrive yet.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def converter_parameters() -> list[ParameterSpec]:
 
 
 CONVERTER_PARAMETERS = converter_parameters()
+SOURCE_CHECK_PERIOD = 0.05  # [s] how often the converter looks for a matched command source
 
 
 class VehicleCommandConverter(Node):
@@ -55,24 +60,34 @@ class VehicleCommandConverter(Node):
         p = self.p = declare_parameters(self, CONVERTER_PARAMETERS)
         self.vehicle = VehicleParameters.from_namespace(p.vehicle)
         topic = lambda name: getattr(p, name).replace("{role_name}", p.role_name)  # noqa: E731
+        self.control_topic = topic("control_topic")
         self.speed = None
         self.parked = False
-        self.out = self.create_publisher(CarlaEgoVehicleControl, topic("control_topic"), qos.CONTROL_QOS)
+        self.out = None  # the control publisher, once a command source is matched
         self.create_subscription(Odometry, topic("odometry_topic"), self._on_odometry, qos.SENSOR_QOS)
         if p.input == "ackermann":
             from ackermann_msgs.msg import AckermannDriveStamped
 
-            self.create_subscription(AckermannDriveStamped, topic("ackermann_topic"), self._on_ackermann,
-                                     qos.CONTROL_QOS)
+            self.commands = [self.create_subscription(AckermannDriveStamped, topic("ackermann_topic"),
+                                                      self._on_ackermann, qos.CONTROL_QOS)]
         else:
             from autoware_control_msgs.msg import Control
             from autoware_vehicle_msgs.msg import GearCommand
 
             self.park = GearCommand.PARK
-            self.create_subscription(Control, topic("autoware_control_topic"), self._on_autoware,
-                                     qos.CONTROL_QOS)
-            self.create_subscription(GearCommand, topic("autoware_gear_topic"), self._on_gear,
-                                     qos.CONTROL_QOS)
+            self.commands = [
+                self.create_subscription(Control, topic("autoware_control_topic"), self._on_autoware,
+                                         qos.CONTROL_QOS),
+                self.create_subscription(GearCommand, topic("autoware_gear_topic"), self._on_gear,
+                                         qos.CONTROL_QOS),
+            ]
+        self._source_check = self.create_timer(SOURCE_CHECK_PERIOD, self._advertise_when_fed)
+
+    def _advertise_when_fed(self) -> None:
+        if all(sub.get_publisher_count() > 0 for sub in self.commands):
+            self.out = self.create_publisher(CarlaEgoVehicleControl, self.control_topic, qos.CONTROL_QOS)
+            self._source_check.cancel()
+            self.get_logger().info(f"command source matched: publishing on {self.control_topic}")
 
     def _on_odometry(self, msg) -> None:
         try:
@@ -99,6 +114,8 @@ class VehicleCommandConverter(Node):
         throttle = pedals.throttle
         if self.speed is not None and self.speed >= speed_target:
             throttle = 0.0  # the target speed is reached: no more drive
+        if self.out is None:
+            return  # not advertised yet: nobody would receive it
         command = BRAKE if self.parked else clamp_control(pedals.steer, throttle, pedals.brake)
         self.out.publish(control_to_message(command, stamp, self.p.role_name))
 

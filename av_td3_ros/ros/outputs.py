@@ -106,11 +106,20 @@ class VehicleStackOutput(OutputAdapter):
         self.node.get_logger().warning(f"release of the latched stop requested: {response.message}")
         return response
 
-    @staticmethod
-    def _now() -> float:
-        import time
+    def _now(self, stamp_ns: int | None = None) -> float:
+        """The gate's time [s]: the steady clock on a vehicle. Under simulated time (use_sim_time)
+        the simulator's: the ROS clock, and for a command that answers a frame at least that
+        frame's stamp, since /clock is a topic of its own that can trail the camera by a tick
+        (the gate would see no time pass and repeat its previous output). A simulator ticking
+        faster than real time then gets the gate's rates, ramps and timeouts per simulated
+        second, as its car lives them."""
+        clock = self.node.get_clock()
+        if not clock.ros_time_is_active:
+            import time
 
-        return time.monotonic()
+            return time.monotonic()
+        now_ns = clock.now().nanoseconds
+        return max(now_ns, stamp_ns or 0) * 1e-9
 
     def targets(self, command: ControlCommand, stamp, state: VehicleState | None):
         """(VehicleCommand, gear "drive"/"park") for one pedal command."""
@@ -132,7 +141,7 @@ class VehicleStackOutput(OutputAdapter):
             result = to_vehicle_command(command, 0.0 if state is None else max(speed, 0.0), dt, self.vehicle,
                                         self._previous)
         else:
-            gated = self.gate.update(self._now(), steering_angle(command.steer, self.vehicle),
+            gated = self.gate.update(self._now(stamp_ns), steering_angle(command.steer, self.vehicle),
                                      acceleration(command.throttle, command.brake, self.vehicle), speed)
             result, gear = gated.command, gear_for(gated.state, speed)
         values = (result.steering_angle, result.steering_rate, result.acceleration, result.speed, result.jerk)
