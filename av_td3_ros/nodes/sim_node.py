@@ -8,9 +8,8 @@ lane-invasion events of one world frame, in the bridge's order, then waits up to
 as the bridge never reads it - logs a timeout the way the bridge does and goes on with the last
 control received. Unlike the bridge, the first tick waits for its driver: a matched control
 publisher and camera subscriber, the camera's subscribers on the odometry too, every known
-camera, odometry and route subscriber matched, and
-the first route acknowledged, so that a run's start does not depend on discovery order.
-With `bridge_stamps` (default) the stamps are the bridge's: float seconds
+camera, odometry and route subscriber matched, and the first route acknowledged, so that a run's
+start does not depend on discovery order. With `bridge_stamps` (default) the stamps are the bridge's: float seconds
 truncated to nanoseconds, the image and events from the sensor time, odometry, clock and route
 from the world snapshot, two clocks of one tick that can differ by 1 ns.
 
