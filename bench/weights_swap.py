@@ -101,14 +101,16 @@ class Bridge:
         self.routes = []
         for mode, role in ROLES.items():
             prefix = f"/carla/{role}"
-            self.cameras[mode] = self.node.create_publisher(Image, f"{prefix}/rgb_front/image", qos.CAMERA_QOS)
-            self.odometry[mode] = self.node.create_publisher(Odometry, f"{prefix}/odometry", QoSProfile(depth=10))
-            self.routes.append(self.node.create_publisher(PathMsg, f"{prefix}/waypoints", qos.ROUTE_QOS))
+            node = self.node
+            self.cameras[mode] = node.create_publisher(Image, f"{prefix}/rgb_front/image", qos.CAMERA_QOS)
+            self.odometry[mode] = node.create_publisher(Odometry, f"{prefix}/odometry", QoSProfile(depth=10))
+            self.routes.append(node.create_publisher(PathMsg, f"{prefix}/waypoints", qos.ROUTE_QOS))
             self.routes[-1].publish(route)
-            self.weights[mode] = self.node.create_publisher(PolicyWeights, f"/{role}/weights", qos.WEIGHTS_QOS)
-            self.node.create_subscription(CarlaEgoVehicleControl, f"{prefix}/vehicle_control_cmd",
-                                          lambda msg, mode=mode: self._on_control(mode, msg), qos.CONTROL_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.DIAGNOSTICS_QOS)
+            self.weights[mode] = node.create_publisher(PolicyWeights, f"/{role}/weights", qos.WEIGHTS_QOS)
+            node.create_subscription(CarlaEgoVehicleControl, f"{prefix}/vehicle_control_cmd",
+                                     lambda msg, mode=mode: self._on_control(mode, msg), qos.CONTROL_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                      qos.DIAGNOSTICS_QOS)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.running = True
@@ -133,7 +135,8 @@ class Bridge:
             odometry.pose.pose.orientation.w = math.cos(POSE["yaw"] / 2)
             odometry.twist.twist.linear.x = POSE["speed"]
             stamp = T0 + tick * DT
-            self.image_msg.header.stamp.sec, self.image_msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            header = self.image_msg.header
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             for mode in MODES:
                 self.odometry[mode].publish(odometry)
                 self.cameras[mode].publish(self.image_msg)
@@ -201,11 +204,11 @@ def _expected_action(state_dict, image):
 
 def _start_node(mode: str, weights_file: Path, public_key: Path, env: dict, log: Path) -> subprocess.Popen:
     role = ROLES[mode]
-    params = [f"__node:=policy_{role}"]
-    args = [sys.executable, "-m", "av_td3_ros.nodes.policy_node", "--ros-args", "-r", params[0]]
-    for param in (f"role_name:={role}", f"actor_id:={role}", "mode:=deploy", f"weights_topic:=/{role}/weights",
-                  "sensor_timeout:=5.0", "diagnostics_period:=0.2", f"weights_file:={weights_file}",
-                  f"weights_trust:={mode}", f"trusted_keys:=[{public_key}]"):
+    args = [sys.executable, "-m", "av_td3_ros.nodes.policy_node", "--ros-args",
+            "-r", f"__node:=policy_{role}"]
+    for param in (f"role_name:={role}", f"actor_id:={role}", "mode:=deploy",
+                  f"weights_topic:=/{role}/weights", "sensor_timeout:=5.0", "diagnostics_period:=0.2",
+                  f"weights_file:={weights_file}", f"weights_trust:={mode}", f"trusted_keys:=[{public_key}]"):
         args += ["-p", param]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
@@ -221,8 +224,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="swaps per mode not counted (torch lazy init)")
     ap.add_argument("--size", default="800x600", help="camera frame WIDTHxHEIGHT (bgra8)")
     ap.add_argument("--transports", choices=("shm", "default"), default="shm",
-                    help="shm: config/fastdds_shm.xml in every process (what `make demo` and the Docker "
-                         "image use); default: Fast DDS's built-in transports (512 KB shared-memory segments)")
+                    help="shm: config/fastdds_shm.xml in every process (what `make demo` and the "
+                         "Docker image use); default: Fast DDS's built-in transports (512 KB "
+                         "shared-memory segments)")
     args = ap.parse_args()
     import numpy as np
 
@@ -255,7 +259,8 @@ def main() -> None:
     try:
         for mode in MODES:  # both nodes drive their v1 file
             if bridge.first_driven(mode, 0.0, _expected_action(_weights(1), image), timeout=60) is None:
-                raise SystemExit(f"{mode} node never drove: {(folder / f'{mode}.stderr').read_text()[-2000:]}")
+                log = (folder / f"{mode}.stderr").read_text()[-2000:]
+                raise SystemExit(f"{mode} node never drove: {log}")
         rng = random.Random(3)
         for i in range(args.warmup + args.swaps):
             version = i + 2
@@ -272,7 +277,8 @@ def main() -> None:
                 if driven is None:
                     raise SystemExit(f"{mode} version {version} never drove: {bridge.diag(mode)}")
                 deadline = time.monotonic() + 5
-                while bridge.diag(mode).get("last_swap_version") != str(version) and time.monotonic() < deadline:
+                while (bridge.diag(mode).get("last_swap_version") != str(version)
+                       and time.monotonic() < deadline):
                     time.sleep(0.02)
                 diag = bridge.diag(mode)
                 total = (driven - published) * 1e3
@@ -293,8 +299,9 @@ def main() -> None:
             proc.terminate()
         for proc in nodes.values():
             proc.wait(timeout=20)
-    print(f"\nweights swap, publish -> first frame driven by the new weights ({width}x{height} frames at 20 Hz, "
-          f"7.7 MB payload, transports {args.transports}, load average now {os.getloadavg()[0]:.2f}):")
+    print(f"\nweights swap, publish -> first frame driven by the new weights ({width}x{height} frames "
+          f"at 20 Hz, 7.7 MB payload, transports {args.transports}, "
+          f"load average now {os.getloadavg()[0]:.2f}):")
     for mode in MODES:
         print(f" weights_trust {mode}:")
         print(_line("publish -> driving", latencies[mode]))
@@ -304,8 +311,9 @@ def main() -> None:
     ratio90 = _pct(latencies["signed"], 90) / _pct(latencies["any"], 90)
     print(f"  ratio signed / unsigned: p50 {ratio50:.2f}x, p90 {ratio90:.2f}x")
     for mode in MODES:
-        print(f"  ratio {mode} p50 / {BUDGET_MS:.0f} ms budget = {_pct(latencies[mode], 50) / BUDGET_MS:.2f}, "
-              f"p90 = {_pct(latencies[mode], 90) / BUDGET_MS:.2f}")
+        p50, p90 = _pct(latencies[mode], 50), _pct(latencies[mode], 90)
+        print(f"  ratio {mode} p50 / {BUDGET_MS:.0f} ms budget = {p50 / BUDGET_MS:.2f}, "
+              f"p90 = {p90 / BUDGET_MS:.2f}")
     ok = _pct(latencies["signed"], 90) < BUDGET_MS
     print(f"  signed swap p90 < {BUDGET_MS:.0f} ms: {'yes' if ok else 'NO'}")
 

@@ -435,9 +435,8 @@ class PolicyNode(LifecycleNode):
 
     @guarded("weights", brake=False)
     def _on_weights(self, msg: PolicyWeights) -> None:
-        from av_td3_ros.driving.runtime import WeightsRejected
-
         from av_td3_ros.driving.monitoring import SwapTiming
+        from av_td3_ros.driving.runtime import WeightsRejected
 
         timing = SwapTiming.received(msg.stamp.sec, msg.stamp.nanosec)
         source = f"topic {self._topic('weights_topic')} version {msg.version}"
