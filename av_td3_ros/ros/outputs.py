@@ -24,6 +24,7 @@ from av_td3_ros.driving.command import ControlCommand
 from av_td3_ros.driving.state import VehicleState
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import control_to_message
+from av_td3_ros.ros.log import Throttle
 
 __all__ = [
     "OUTPUTS", "AckermannOutput", "AutowareOutput", "CarlaOutput", "OutputAdapter", "VehicleStackOutput",
@@ -88,7 +89,7 @@ class VehicleStackOutput(OutputAdapter):
         if p.mode == "deploy":
             self.gate = CommandGate(GateLimits.for_vehicle(self.vehicle, **vars(p.gate)))
             self.release_verifier, self.release_keys_error = self._release_verifier(node)
-            self.last_release = "none yet"
+            self.last_release, self._refusals_log = "none yet", Throttle(1.0)
             self.release_result = node.create_publisher(String, "~/release_stop_result", qos.RELEASE_QOS)
             self.entities += [
                 node.create_subscription(Bool, topic("estop_topic"), self._on_estop, qos.ESTOP_QOS),
@@ -130,20 +131,22 @@ class VehicleStackOutput(OutputAdapter):
 
         from std_msgs.msg import String
 
-        from av_td3_ros.vehicle.release import ReleaseRefused
+        from av_td3_ros.vehicle.release import ReleaseRefused, claimed_nonce
 
-        gate, nonce = self.gate, ""
+        gate = self.gate
         try:
-            token = self.release_verifier.check(msg.data, gate.stop_id, bool(gate.latched), time.time())
-            nonce = token.nonce
+            self.release_verifier.check(msg.data, gate.stop_id, bool(gate.latched), time.time())
             released, message = gate.release(self._now())
         except ReleaseRefused as exc:
             released, message = False, f"release refused: {exc}"
         self.last_release = f"stop {gate.stop_id}: {message}"
-        log = self.node.get_logger()
-        (log.warning if released else log.error)(f"signed release of the latched stop: {self.last_release}")
-        self.release_result.publish(String(data=json.dumps(
-            {"nonce": nonce, "stop_id": gate.stop_id, "released": released, "message": message})))
+        if released:
+            self.node.get_logger().warning(f"latched stop released: {self.last_release}")
+        elif self._refusals_log.ready("release", time.monotonic()):  # a flood of forgeries stays readable
+            self.node.get_logger().error(f"release of the latched stop: {self.last_release}")
+        answer = {"nonce": claimed_nonce(msg.data), "stop_id": gate.stop_id, "released": released,
+                  "message": message}
+        self.release_result.publish(String(data=json.dumps(answer)))
 
     @staticmethod
     def _now() -> float:

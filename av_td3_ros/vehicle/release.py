@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from av_td3_ros.learning.signing import SigningKey
 
 __all__ = ["MAX_TOKEN_BYTES", "RELEASE_SCHEME", "ReleaseRefused", "ReleaseToken", "ReleaseVerifier",
-           "sign_release"]
+           "claimed_nonce", "sign_release"]
 
 RELEASE_SCHEME = "ed25519-av_td3-stop-release-v1"
 _DOMAIN = b"av_td3_ros stop release v1\x00"
@@ -81,6 +81,17 @@ def sign_release(key: SigningKey, node: str, stop_id: int, issued_at: float | No
     }
     fields["signature"] = base64.b64encode(key.sign_digest(_signed_bytes(fields))).decode("ascii")
     return json.dumps(fields, sort_keys=True)
+
+
+def claimed_nonce(text: str) -> str:
+    """The nonce a token claims (unverified), so that an answer can name the request; "" if none."""
+    if len(text) > MAX_TOKEN_BYTES:
+        return ""
+    try:
+        nonce = json.loads(text).get("nonce", "")
+    except (ValueError, AttributeError):
+        return ""
+    return nonce[:64] if isinstance(nonce, str) else ""
 
 
 def _parse(text: str) -> dict:
