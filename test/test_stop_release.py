@@ -25,6 +25,7 @@ from av_td3_ros.vehicle.release import MAX_TOKEN_BYTES, ReleaseRefused, ReleaseV
 
 NODE = "/policy_car"
 NOW = 1_800_000_000.0  # wall-clock seconds
+SESSION = "0123456789abcdef"  # the run of the node
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def keys(tmp_path_factory):
 
 
 def _verifier(keys, **kwargs) -> ReleaseVerifier:
-    return ReleaseVerifier(NODE, {keys.operator.key_id: keys.operator.public_key}, **kwargs)
+    return ReleaseVerifier(NODE, {keys.operator.key_id: keys.operator.public_key}, session=SESSION, **kwargs)
 
 
 def _tampered(token: str, **fields) -> str:
@@ -49,39 +50,42 @@ def _tampered(token: str, **fields) -> str:
 
 def test_a_release_signed_for_this_node_and_this_stop_passes_once(keys):
     verifier = _verifier(keys)
-    token = sign_release(keys.operator, NODE, 3, issued_at=NOW - 2.0)
+    token = sign_release(keys.operator, NODE, SESSION, 3, issued_at=NOW - 2.0)
     checked = verifier.check(token, stop_id=3, latched=True, now=NOW)
     assert (checked.node, checked.stop_id, checked.key_id) == (NODE, 3, keys.operator.key_id)
     with pytest.raises(ReleaseRefused, match=r"release token already used"):
         verifier.check(token, stop_id=3, latched=True, now=NOW + 1.0)
 
 
+def _signed(key, stop_id: int, issued_at: float = NOW, node: str = NODE, session: str = SESSION, **kwargs):
+    return sign_release(key, node, session, stop_id, issued_at, **kwargs)
+
+
 FORGERIES = [
     ("plain_text", lambda k: "release", "unsigned release: not a signed release token"),
     ("no_signature", lambda k: json.dumps({"node": NODE, "stop_id": 3}),
      "unsigned release: the token carries no signature"),
-    ("stranger_key", lambda k: sign_release(k.stranger, NODE, 3, NOW), "release signed by unknown key"),
-    ("stop_id_changed_after_signing", lambda k: _tampered(sign_release(k.operator, NODE, 2, NOW), stop_id=3),
+    ("stranger_key", lambda k: _signed(k.stranger, 3), "release signed by unknown key"),
+    ("stop_id_changed_after_signing", lambda k: _tampered(_signed(k.operator, 2), stop_id=3),
      "bad release signature for key"),
-    ("node_changed_after_signing",
-     lambda k: _tampered(sign_release(k.operator, "/other_car", 3, NOW), node=NODE),
+    ("node_changed_after_signing", lambda k: _tampered(_signed(k.operator, 3, node="/other_car"), node=NODE),
      "bad release signature for key"),
     ("key_id_of_the_operator_on_a_strangers_signature",
-     lambda k: _tampered(sign_release(k.stranger, NODE, 3, NOW), key_id=k.operator.key_id),
-     "bad release signature"),
-    ("for_another_node", lambda k: sign_release(k.operator, "/other_car", 3, NOW),
+     lambda k: _tampered(_signed(k.stranger, 3), key_id=k.operator.key_id), "bad release signature"),
+    ("for_another_node", lambda k: _signed(k.operator, 3, node="/other_car"),
      "release for node '/other_car', this node is '/policy_car'"),
-    ("replayed_from_an_earlier_stop", lambda k: sign_release(k.operator, NODE, 2, NOW),
+    ("signed_before_the_node_restarted", lambda k: _signed(k.operator, 3, session="fedcba9876543210"),
+     "the node restarted since it was signed"),
+    ("replayed_from_an_earlier_stop", lambda k: _signed(k.operator, 2),
      "release for stop 2, the current stop is 3"),
-    ("for_a_stop_that_did_not_happen_yet", lambda k: sign_release(k.operator, NODE, 4, NOW),
+    ("for_a_stop_that_did_not_happen_yet", lambda k: _signed(k.operator, 4),
      "release for stop 4, the current stop is 3"),
-    ("expired", lambda k: sign_release(k.operator, NODE, 3, NOW - 31.0), "older than release_max_age 30 s"),
-    ("from_the_future", lambda k: sign_release(k.operator, NODE, 3, NOW + 6.0), "in the future"),
-    ("extra_field", lambda k: _tampered(sign_release(k.operator, NODE, 3, NOW), release_all=True),
+    ("expired", lambda k: _signed(k.operator, 3, NOW - 31.0), "older than release_max_age 30 s"),
+    ("from_the_future", lambda k: _signed(k.operator, 3, NOW + 6.0), "in the future"),
+    ("extra_field", lambda k: _tampered(_signed(k.operator, 3), release_all=True),
      "malformed release token: fields"),
     ("oversized", lambda k: "x" * (MAX_TOKEN_BYTES + 1), f"exceeds {MAX_TOKEN_BYTES}"),
-    ("bool_stop_id", lambda k: _tampered(sign_release(k.operator, NODE, 1, NOW), stop_id=True),
-     "stop_id must be a int"),
+    ("bool_stop_id", lambda k: _tampered(_signed(k.operator, 1), stop_id=True), "stop_id must be a int"),
 ]
 
 
@@ -93,28 +97,28 @@ def test_forged_and_replayed_releases_are_refused_with_the_reason(keys, forge, r
 
 
 def test_a_stop_that_is_no_longer_latched_cannot_be_released_again(keys):
-    token = sign_release(keys.operator, NODE, 3, NOW)
+    token = sign_release(keys.operator, NODE, SESSION, 3, NOW)
     with pytest.raises(ReleaseRefused, match=r"stop 3 is not latched \(released already\)"):
         _verifier(keys).check(token, stop_id=3, latched=False, now=NOW)
 
 
 def test_without_release_keys_no_token_releases_a_stop(keys):
-    token = sign_release(keys.operator, NODE, 3, NOW)
+    token = sign_release(keys.operator, NODE, SESSION, 3, NOW)
     with pytest.raises(ReleaseRefused, match="no release_keys configured: a latched stop ends only with a"):
-        ReleaseVerifier(NODE, {}).check(token, stop_id=3, latched=True, now=NOW)
+        ReleaseVerifier(NODE, {}, session=SESSION).check(token, stop_id=3, latched=True, now=NOW)
 
 
 def test_a_refused_but_genuine_token_is_spent_and_spent_nonces_are_forgotten_only_once_stale(keys):
     verifier = _verifier(keys, max_age=30.0, max_future=5.0)
-    early = sign_release(keys.operator, NODE, 2, NOW)
+    early = sign_release(keys.operator, NODE, SESSION, 2, NOW)
     with pytest.raises(ReleaseRefused, match="the current stop is 3"):
         verifier.check(early, stop_id=3, latched=True, now=NOW)
-    token = sign_release(keys.operator, NODE, 3, NOW, nonce="n1")
+    token = sign_release(keys.operator, NODE, SESSION, 3, NOW, nonce="n1")
     with pytest.raises(ReleaseRefused, match="stop 3 is not latched"):
         verifier.check(token, stop_id=3, latched=False, now=NOW)  # spent although refused
     with pytest.raises(ReleaseRefused, match="already used"):
         verifier.check(token, stop_id=3, latched=True, now=NOW + 1.0)
-    verifier.check(sign_release(keys.operator, NODE, 3, NOW + 100.0, nonce="n2"), 3, True, NOW + 100.0)
+    verifier.check(_signed(keys.operator, 3, NOW + 100.0, nonce="n2"), 3, True, NOW + 100.0)
     assert "n1" not in verifier._spent  # older than max_age + max_future: it would be refused as expired
 
 
@@ -197,6 +201,7 @@ def test_a_latched_stop_ends_only_with_the_operators_signed_release_for_this_sto
         diag = bridge.diag
         _wait(lambda: diag("gate_release_node") == NODE and diag("gate_stop_id") == "0", 30, "the gate")
         assert diag("gate_release_keys") == keys.operator.key_id
+        session = diag("gate_release_session")
         _wait(lambda: operator.release.get_subscription_count() > 0
               and operator.node.count_publishers(f"{NODE}/release_stop_result") > 0, 20, "the release topics")
         stamps = iter(range(T0, T0 + 10_000 * 50_000_000, 50_000_000))
@@ -211,16 +216,16 @@ def test_a_latched_stop_ends_only_with_the_operators_signed_release_for_this_sto
 
         operator.estop.publish(operator.Bool(data=True))  # the real stop
         _wait(lambda: diag("gate_latched") == "estop" and diag("gate_stop_id") == "1", 10, "the stop latched")
-        early = sign_release(keys.operator, NODE, 1)  # the operator signs a release for stop 1 ...
+        early = sign_release(keys.operator, NODE, session, 1)  # the operator signs a release for stop 1 ...
         assert gate_state() in ("stopping", "holding")
 
         # The attacker: a forged "e-stop off", then releases of every kind. None ends the stop.
         operator.estop.publish(operator.Bool(data=False))
         forgeries = [
             ("release", "unsigned release"),
-            (sign_release(keys.stranger, NODE, 1), "release signed by unknown key"),
-            (_tampered(sign_release(keys.operator, NODE, 0), stop_id=1), "bad release signature"),
-            (sign_release(keys.operator, "/policy_other", 1), f"this node is '{NODE}'"),
+            (sign_release(keys.stranger, NODE, session, 1), "release signed by unknown key"),
+            (_tampered(sign_release(keys.operator, NODE, session, 0), stop_id=1), "bad release signature"),
+            (sign_release(keys.operator, "/policy_other", session, 1), f"this node is '{NODE}'"),
         ]
         for token, reason in forgeries:
             answer = operator.send(token)
@@ -236,7 +241,7 @@ def test_a_latched_stop_ends_only_with_the_operators_signed_release_for_this_sto
         assert not answer["released"] and "release for stop 1, the current stop is 2" in answer["message"]
 
         # A genuine release for the current stop while the e-stop is still pressed: the stop wins.
-        current = sign_release(keys.operator, NODE, 2)
+        current = sign_release(keys.operator, NODE, session, 2)
         answer = operator.send(current)
         assert not answer["released"] and "the e-stop input is still engaged" in answer["message"], answer
         operator.estop.publish(operator.Bool(data=False))
@@ -256,7 +261,7 @@ def test_a_latched_stop_ends_only_with_the_operators_signed_release_for_this_sto
         assert "PRIVATE KEY" not in cli.stdout + cli.stderr + stderr_of(node)
 
         # Released: the same tokens (or a fresh one for that stop) release nothing more.
-        answer = operator.send(sign_release(keys.operator, NODE, 2))
+        answer = operator.send(sign_release(keys.operator, NODE, session, 2))
         assert not answer["released"] and "stop 2 is not latched (released already)" in answer["message"]
         assert node.poll() is None
     finally:

@@ -189,6 +189,7 @@ class VehicleStackOutput(OutputAdapter):
                 or "none (a stop ends only with a restart)")
         return {"gate_state": self.gate.state, "gate_latched": ",".join(self.gate.latched) or "none",
                 "gate_stop_id": self.gate.stop_id, "gate_release_node": self.release_verifier.node,
+                "gate_release_session": self.release_verifier.session,
                 "gate_release_keys": keys, "gate_last_release": self.last_release,
                 "gate_heartbeat_age_s": self.gate.heartbeat_age(now),
                 **{f"gate_{k}": v for k, v in self.gate.counters.items()}}

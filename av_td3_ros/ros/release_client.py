@@ -1,8 +1,9 @@
 """`av-td3 release`: end a policy node's latched stop with a release token signed by the
 operator's key (av_td3_ros.vehicle.release), over ROS.
 
-It reads the node's current stop from /diagnostics (`gate_release_node`, `gate_stop_id`,
-`gate_latched`) unless --stop-id names it, signs a token for that node and that stop, publishes it
+It reads the node's run and current stop from /diagnostics (`gate_release_node`,
+`gate_release_session`, `gate_stop_id`, `gate_latched`; --stop-id names another stop), signs a
+token for that node, run and stop, publishes it
 on `<node>/release_stop` and waits for the node's answer on `<node>/release_stop_result`.
 Exit codes: 0 released, 1 refused (the node's reason is printed), 2 usage/key error or no answer.
 """
@@ -61,18 +62,17 @@ def release_stop(node_name: str, key_path: str, stop_id: int | None = None, time
         node.create_subscription(String, f"{node_name}/release_stop_result",
                                  lambda msg: results.append(msg.data), qos.RELEASE_QOS)
         publisher = node.create_publisher(String, f"{node_name}/release_stop", qos.RELEASE_QOS)
-        if stop_id is None:
-            if not spin_until(lambda: bool(status), timeout):
-                print(f"av-td3 release: no /diagnostics from {node_name} with a gate within {timeout:g} s "
-                      "(deploy mode, output ackermann or autoware?)", file=err)
-                return 2
-            stop_id = int(status["gate_stop_id"])
-            print(f"{node_name}: stop {stop_id}, latched {status.get('gate_latched')}, "
-                  f"state {status.get('gate_state')}", file=out)
+        if not spin_until(lambda: bool(status), timeout):
+            print(f"av-td3 release: no /diagnostics from {node_name} with a gate within {timeout:g} s "
+                  "(deploy mode, output ackermann or autoware?)", file=err)
+            return 2
+        stop_id = int(status["gate_stop_id"]) if stop_id is None else int(stop_id)
+        print(f"{node_name}: stop {status['gate_stop_id']}, latched {status.get('gate_latched')}, "
+              f"state {status.get('gate_state')}", file=out)
         if not spin_until(lambda: publisher.get_subscription_count() > 0, timeout):
             print(f"av-td3 release: nobody subscribes to {node_name}/release_stop", file=err)
             return 2
-        token = sign_release(key, node_name, stop_id)
+        token = sign_release(key, node_name, status["gate_release_session"], stop_id)
         nonce = json.loads(token)["nonce"]
         # The result subscription must be matched too, or the answer could be missed.
         spin_until(lambda: node.count_publishers(f"{node_name}/release_stop_result") > 0, timeout)

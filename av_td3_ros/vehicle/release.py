@@ -6,13 +6,16 @@ more for every new stop). Only a release token passes `ReleaseVerifier.check` be
 own release rules (e-stop input false, heartbeat alive) are even asked. The token is the text of a
 std_msgs/String (JSON, at most MAX_TOKEN_BYTES):
 
-    {"scheme": "ed25519-av_td3-stop-release-v1", "node": "/ns/policy_node", "stop_id": 7,
-     "issued_at": 1733160000.25, "nonce": "<32 hex digits>", "key_id": "<16 hex digits>",
+    {"scheme": "ed25519-av_td3-stop-release-v1", "node": "/ns/policy_node",
+     "session": "<16 hex digits>", "stop_id": 7, "issued_at": 1733160000.25,
+     "nonce": "<32 hex digits>", "key_id": "<16 hex digits>",
      "signature": "<base64 of the 64-byte ed25519 signature>"}
 
 The signature covers a domain string and the canonical JSON of every field but `signature`. What
 each field stops:
 - `node` (the node's fully qualified name): a release signed for one car used on another;
+- `session` (random, new for every run of the node): a release signed before a restart, whose
+  stop numbers start again at 1;
 - `stop_id`: a release signed for an earlier stop replayed against a newer one (a real stop that
   comes after the operator signed always wins);
 - `issued_at` (wall-clock seconds, within `max_age` before and `max_future` after the node's clock):
@@ -46,7 +49,8 @@ __all__ = ["MAX_TOKEN_BYTES", "RELEASE_SCHEME", "ReleaseRefused", "ReleaseToken"
 RELEASE_SCHEME = "ed25519-av_td3-stop-release-v1"
 _DOMAIN = b"av_td3_ros stop release v1\x00"
 MAX_TOKEN_BYTES = 4096
-_FIELDS = {"scheme": str, "node": str, "stop_id": int, "issued_at": float, "nonce": str, "key_id": str}
+_FIELDS = {"scheme": str, "node": str, "session": str, "stop_id": int, "issued_at": float, "nonce": str,
+           "key_id": str}
 _REMEMBERED_NONCES = 10_000  # spent nonces kept while their tokens could still be fresh
 
 
@@ -57,6 +61,7 @@ class ReleaseRefused(ValueError):
 @dataclass(frozen=True)
 class ReleaseToken:
     node: str
+    session: str
     stop_id: int
     issued_at: float
     nonce: str
@@ -68,12 +73,14 @@ def _signed_bytes(fields: Mapping) -> bytes:
     return _DOMAIN + json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def sign_release(key: SigningKey, node: str, stop_id: int, issued_at: float | None = None,
+def sign_release(key: SigningKey, node: str, session: str, stop_id: int, issued_at: float | None = None,
                  nonce: str | None = None) -> str:
-    """The release token (JSON text) for stop `stop_id` of node `node`, signed with `key`."""
+    """The release token (JSON text) for stop `stop_id` of run `session` of node `node`, signed
+    with `key`."""
     fields = {
         "scheme": RELEASE_SCHEME,
         "node": str(node),
+        "session": str(session),
         "stop_id": int(stop_id),
         "issued_at": float(time.time() if issued_at is None else issued_at),
         "nonce": secrets.token_hex(16) if nonce is None else str(nonce),
@@ -124,10 +131,12 @@ class ReleaseVerifier:
     """Checks release tokens for one node against its release keys (key id -> public key)."""
 
     def __init__(self, node: str, keys: Mapping[str, Ed25519PublicKey], max_age: float = 30.0,
-                 max_future: float = 5.0):
+                 max_future: float = 5.0, session: str | None = None):
+        """`session`: this run's id (default: a new random one), published for the operator."""
         if not (math.isfinite(max_age) and max_age > 0 and math.isfinite(max_future) and max_future >= 0):
             raise ValueError(f"max_age must be > 0 and max_future >= 0, got {max_age!r}, {max_future!r}")
         self.node = node
+        self.session = secrets.token_hex(8) if session is None else str(session)
         self.keys = dict(keys)
         self.max_age = float(max_age)
         self.max_future = float(max_future)
@@ -155,12 +164,15 @@ class ReleaseVerifier:
         except InvalidSignature:
             raise ReleaseRefused(f"bad release signature for key {fields['key_id']!r}: "
                                  "the token was changed after signing") from None
-        token = ReleaseToken(fields["node"], fields["stop_id"], fields["issued_at"], fields["nonce"],
-                             fields["key_id"])
+        token = ReleaseToken(fields["node"], fields["session"], fields["stop_id"], fields["issued_at"],
+                             fields["nonce"], fields["key_id"])
         spent = token.nonce in self._spent
         self._spend(token, now)
         if token.node != self.node:
             raise ReleaseRefused(f"release for node {token.node!r}, this node is {self.node!r}")
+        if token.session != self.session:
+            raise ReleaseRefused(f"release for run {token.session!r} of this node, this run is "
+                                 f"{self.session!r} (the node restarted since it was signed)")
         if token.stop_id != stop_id:
             raise ReleaseRefused(f"release for stop {token.stop_id}, the current stop is {stop_id} "
                                  "(a release never carries over to another stop)")
