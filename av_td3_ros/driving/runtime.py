@@ -26,6 +26,7 @@ import math
 import struct
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class PolicyRuntime:
         self._references = {norm: self.reference_state_dict}
         self._policy: LoadedPolicy | None = None
         self._install_lock = threading.Lock()  # serializes installs; inference never takes it
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-sha256")
         # torch loads its meta-device machinery on first use: 1.5 s measured here, which the first
         # weights update would otherwise pay in the weights thread, holding the GIL against
         # inference (seen in the demo as a ~7 s delay before version 1 drove). Pay it at configure.
@@ -181,14 +183,18 @@ class PolicyRuntime:
         # One copy, first (0.2 ms): the bytes whose signature is verified are the bytes decoded;
         # a view of the message's buffer could change in between.
         payload = weights.payload if isinstance(weights.payload, bytes) else bytes(weights.payload)
-        key_id = ""
+        key_id, payload_sha256 = "", None
         if self.trust == "signed":
-            # No pause before verifying: it is a hash (GIL released) and a 32-byte ed25519 check,
-            # so a camera frame runs beside it on the other core.
+            # Two hashes of the whole payload, the message's sha256 and the signature's digest: run
+            # side by side (hashlib releases the GIL, so on two cores they take the time of one),
+            # and neither waits for a frame gap, since a camera frame runs beside them meanwhile.
+            sha_thread = self._hasher.submit(lambda: hashlib.sha256(payload).hexdigest())
             try:
                 key_id = signing.verify_payload(payload, self.trusted_keys)
             except signing.SignatureRejected as exc:
                 raise WeightsRejected(f"{exc} (weights_trust is signed)") from None
+            finally:
+                payload_sha256 = sha_thread.result()
             meta = signing.read_header(payload).metadata
             values = _signed_values(meta, weights)
         else:
@@ -206,7 +212,8 @@ class PolicyRuntime:
             fingerprint = architecture_fingerprint(reference)
         try:
             state_dict = decode_policy_weights(
-                payload, weights.sha256, fingerprint, reference, self.max_weights_bytes, pause
+                payload, weights.sha256, fingerprint, reference, self.max_weights_bytes, pause,
+                payload_sha256=payload_sha256,
             )
         except WeightsRejected as exc:
             if named and str(exc).startswith("wrong architecture"):

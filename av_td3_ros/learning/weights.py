@@ -107,6 +107,7 @@ def decode_policy_weights(
     reference_state_dict: Mapping[str, torch.Tensor],
     max_bytes: int = DEFAULT_MAX_BYTES,
     pause: Callable[[], None] = lambda: None,
+    payload_sha256: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Validate and decode a payload; return the state dict (CPU tensors) or raise WeightsRejected.
 
@@ -116,7 +117,9 @@ def decode_policy_weights(
     `pause()` runs once, before the steps that hold the GIL (safetensors load, the checks: ~1 ms
     for the policy's 7.7 MB): a policy node passes FrameWindows.pause so that they never run
     during one of its camera frames. The sha256 before it needs no pause: hashlib releases the
-    GIL while it hashes, so a camera frame runs on the other core meanwhile.
+    GIL while it hashes, so a camera frame runs on the other core meanwhile. `payload_sha256`:
+    the hex sha256 of exactly `payload` when the caller hashed it already (PolicyRuntime hashes
+    it beside the signature check), else it is computed here.
     """
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise WeightsRejected(f"payload must be bytes, got {type(payload).__name__}")
@@ -124,7 +127,7 @@ def decode_policy_weights(
     if size > max_bytes:  # before the copy below: an oversized payload is never copied
         raise WeightsRejected(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
     payload = bytes(payload)  # what is hashed is what is loaded (no copy if it is bytes already)
-    actual_sha = hashlib.sha256(payload).hexdigest()
+    actual_sha = hashlib.sha256(payload).hexdigest() if payload_sha256 is None else payload_sha256
     if not isinstance(sha256, str) or actual_sha != sha256.strip().lower():
         raise WeightsRejected(f"sha256 mismatch: payload hashes to {actual_sha}, message says {sha256!r}")
     if payload[:1] == _PICKLE_PROTO or payload[:4] == _ZIP_MAGIC:
