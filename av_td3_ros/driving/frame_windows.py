@@ -12,10 +12,11 @@ does. The camera callback runs inside `frame()`. The update calls `pause()` betw
 - in that guard it waits for the next frame to end;
 - when no frames flow it never waits.
 
-Each pause that waits costs the update up to a frame period, so the caller pauses seldom (before
-the steps that hold the GIL, not before hashing, which releases it) and keeps each step shorter
-than the guard (12.5 ms at 20 Hz). A step that does start just before the guard can still overlap
-the next frame by the part of it longer than the guard.
+Each pause that waits costs the update up to a frame period, so the caller pauses seldom (a
+policy node's update: three times, before hashing the payload, before the GIL-holding decode and
+before building the network) and keeps each step shorter than the guard (12.5 ms at 20 Hz). A
+step that does start just before the guard can still overlap the next frame by the part of it
+longer than the guard.
 """
 
 from __future__ import annotations

@@ -180,14 +180,18 @@ class PolicyRuntime:
             raise WeightsRejected(
                 f"payload of {weights.size} bytes exceeds the limit of {self.max_weights_bytes} bytes"
             )
+        # The hashing starts in a gap between camera frames: it releases the GIL, but its threads
+        # would take the cores a frame needs (measured in bench/policy_latency.py: starting it at
+        # once, mid-frame, put 6 of 43 frames during swaps > 1 ms over the quiet p99).
+        pause()
         # One copy, first (0.2 ms): the bytes whose signature is verified are the bytes decoded;
         # a view of the message's buffer could change in between.
         payload = weights.payload if isinstance(weights.payload, bytes) else bytes(weights.payload)
         key_id, payload_sha256 = "", None
         if self.trust == "signed":
             # Two hashes of the whole payload, the message's sha256 and the signature's digest: run
-            # side by side (hashlib releases the GIL, so on two cores they take the time of one),
-            # and neither waits for a frame gap, since a camera frame runs beside them meanwhile.
+            # side by side (hashlib releases the GIL, so on two cores they take the time of one
+            # and fit in the gap after a frame).
             sha_thread = self._hasher.submit(lambda: hashlib.sha256(payload).hexdigest())
             try:
                 key_id = signing.verify_payload(payload, self.trusted_keys)

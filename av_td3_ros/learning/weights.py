@@ -116,8 +116,8 @@ def decode_policy_weights(
     exactly the reference's tensor names, each with its dtype and shape; every value finite.
     `pause()` runs once, before the steps that hold the GIL (safetensors load, the checks: ~1 ms
     for the policy's 7.7 MB): a policy node passes FrameWindows.pause so that they never run
-    during one of its camera frames. The sha256 before it needs no pause: hashlib releases the
-    GIL while it hashes, so a camera frame runs on the other core meanwhile. `payload_sha256`:
+    during one of its camera frames. The sha256 before it holds the GIL only at its start and
+    end (PolicyRuntime.decode pauses before it, so that it starts in a gap). `payload_sha256`:
     the hex sha256 of exactly `payload` when the caller hashed it already (PolicyRuntime hashes
     it beside the signature check), else it is computed here.
     """
