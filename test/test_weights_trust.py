@@ -334,3 +334,23 @@ def test_the_trainer_signs_its_weights_and_their_cnn_norm_builds_the_policy_node
           f"the trainer's version installed ({bridge.diag('last_weights_rejection')})")
     assert bridge.diag("policy_cnn_norm") == "none" and bridge.diag("policy_key_id") == keys.trainer.key_id
     assert node.poll() is None
+
+
+def test_swap_timing_reports_delivery_each_step_and_the_frame_waits():
+    from av_td3_ros.driving.monitoring import SwapTiming
+
+    clock = iter([10.0, 10.5, 10.52, 10.53, 10.6]).__next__  # start, pause in/out, two marks
+    timing = SwapTiming.received(100, 250_000_000, wall=100.5)
+    timing._clock, timing._last = clock, clock()
+    timing.timed_pause(lambda: None)()
+    timing.mark("decode")
+    timing.mark("prepare")
+    report = timing.report(7)
+    assert report["last_swap_version"] == 7 and report["last_swap_delivery_ms"] == pytest.approx(250.0)
+    assert report["last_swap_frame_wait_ms"] == pytest.approx(20.0)
+    assert report["last_swap_decode_ms"] == pytest.approx(530.0)
+    assert report["last_swap_prepare_ms"] == pytest.approx(70.0)
+    # An unset stamp, or one from another clock, gives no delivery time rather than a wrong one.
+    assert SwapTiming.received(0, 0, wall=100.0).delivery_ms is None
+    assert SwapTiming.received(200, 0, wall=100.0).delivery_ms is None
+    assert SwapTiming.received(1, 0, wall=100.0).delivery_ms is None
