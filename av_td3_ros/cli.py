@@ -5,6 +5,7 @@
     av-td3 export --weights FILE.safetensors --onnx FILE.onnx [--norm layer|none]
     av-td3 keys --out DIR [--name trainer] | --dds-keystore DIR
     av-td3 sign --key trainer.key WEIGHTS [--out SIGNED] [--cnn-norm layer|none] [--version N]
+    av-td3 release --key operator.key --node /policy_node [--stop-id N] [--timeout S]
 
 `demo` trains in the embedded simulator through the real nodes and reports (av_td3_ros.demo.run);
 `drive` runs a weights file deterministically (deploy mode: no noise, no limiter) in the embedded
@@ -14,7 +15,9 @@ file for onnxruntime on a vehicle computer (av_td3_ros.deploy.onnx_policy). `key
 ed25519 key pair for signed
 weights (the trainer's `signing_key`, the policy nodes' `trusted_keys`), or with --dds-keystore a
 DDS Security keystore (openssl: CA, enclaves, governance, permissions); `sign` signs a weights
-file (metadata and tensors) so that a policy node with `weights_trust: signed` loads it.
+file (metadata and tensors) so that a policy node with `weights_trust: signed` loads it;
+`release` ends a deploy node's latched stop with a token signed by an operator key from the node's
+`release_keys` (av_td3_ros.ros.release_client).
 """
 
 from __future__ import annotations
@@ -90,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--out", help="folder for <name>.key (0600) and <name>.key.pub")
     what.add_argument("--dds-keystore", help="make a DDS Security keystore (SROS2 layout) in this folder")
     keys.add_argument("--name", default="trainer", help="file name stem (trainer)")
+    release = sub.add_parser("release", help="end a policy node's latched stop with a signed release")
+    release.add_argument("--key", required=True, help="the operator's ed25519 private key file")
+    release.add_argument("--node", required=True, help="the policy node's fully qualified name")
+    release.add_argument("--stop-id", type=int, help="the stop to release (default: the node's current "
+                         "stop, read from /diagnostics)")
+    release.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds to wait (10)")
     sign = sub.add_parser("sign", help="sign a safetensors weights file (metadata and tensors)")
     sign.add_argument("weights", help="safetensors policy weights")
     sign.add_argument("--key", required=True, help="ed25519 private key file (from av-td3 keys)")
@@ -127,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.dds_keystore:
             sys.exit(make_dds_keystore(Path(args.dds_keystore)))
         sys.exit(make_keys(Path(args.out), args.name))
+    if args.command == "release":
+        from av_td3_ros.ros.release_client import release_stop
+
+        sys.exit(release_stop(args.node, args.key, args.stop_id, args.timeout))
     if args.command == "sign":
         sys.exit(sign(Path(args.weights), Path(args.key), Path(args.out or args.weights), args.cnn_norm,
                       args.version))

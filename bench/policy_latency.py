@@ -182,14 +182,15 @@ def bench_compute(frames: int, weights: str) -> None:
         print(_line(key, values))
 
 
-def bench_swap(weights: str, swaps: int = 60) -> None:
+def bench_swap(weights: str, swaps: int = 60, trust: str = "any") -> None:
     """Weights updates (7.7 MB PolicyWeights) handled in one thread while frames run in another,
     as in the node (two callback groups): swap time, and the camera callback with and without a
     swap in flight; with the node's FrameWindows (updates pause during frames) and without them
-    (max_wait 0: an update never waits), side by side."""
+    (max_wait 0: an update never waits), side by side. `trust` signed: every update is signed and
+    the node verifies it (weights_trust signed)."""
     results = {}
     for gated in (True, False):
-        results[gated] = _bench_swap(weights, swaps, gated)
+        results[gated] = _bench_swap(weights, swaps, gated, trust)
     (g_swap, g_out, g_in), (u_swap, u_out, u_in) = results[True], results[False]
 
     def blocked(during, quiet) -> str:  # "inference never blocked > 1 ms": slower than quiet p99 + 1 ms
@@ -206,7 +207,7 @@ def bench_swap(weights: str, swaps: int = 60) -> None:
     )
 
 
-def _bench_swap(weights: str, swaps: int, gated: bool):
+def _bench_swap(weights: str, swaps: int, gated: bool, trust: str = "any"):
     import threading
 
     import rclpy
@@ -223,13 +224,21 @@ def _bench_swap(weights: str, swaps: int, gated: bool):
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as policy_node's main() does
     _, frame, path, odom = _messages()
     received = deserialize_message(serialize_message(frame), Image)
-    updates = []
+    updates, key, trust_args = [], None, ["-p", "weights_trust:=any"]
+    if trust == "signed":
+        from av_td3_ros.learning import signing
+
+        key = signing.generate_key_pair(Path(tempfile.mkdtemp()) / "bench.key")
+        trust_args = ["-p", "weights_trust:=signed", "-p", f"trusted_keys:=[{key.source}.pub]"]
+        Path(weights).write_bytes(signing.sign_payload(
+            signing.with_metadata(Path(weights).read_bytes(), {"version": "1", "cnn_norm": "layer"}), key))
     for version in range(2, swaps + 2):
         torch.manual_seed(version)
-        msg = policy_weights_to_message(PolicyNetwork().state_dict(), version)
+        msg = policy_weights_to_message(PolicyNetwork().state_dict(), version, cnn_norm="layer",
+                                        signing_key=key)
         updates.append(deserialize_message(serialize_message(msg), PolicyWeights))
     context = Context()
-    rclpy.init(context=context, args=["--ros-args", "-p", "mode:=deploy", "-p", "weights_trust:=any",
+    rclpy.init(context=context, args=["--ros-args", "-p", "mode:=deploy", *trust_args,
                                       "-p", f"weights_file:={weights}", "-p", "sensor_timeout:=60.0"])
     node = PolicyNode("bench_policy_swap", context=context)
     if not gated:
@@ -269,7 +278,8 @@ def _bench_swap(weights: str, swaps: int, gated: bool):
     swap_ms = [(b - a) * 1e3 for a, b in windows]
     during = [d for t, d in frames if any(a - 0.003 <= t <= b for a, b in windows)]
     outside = [d for t, d in frames if not any(a - 0.003 <= t <= b + 0.003 for a, b in windows)]
-    print(f"weights swap ({swaps} x 7.7 MB PolicyWeights, validated + built off the camera thread, "
+    print(f"weights swap ({swaps} x 7.7 MB PolicyWeights, weights_trust {trust}, validated + built off the "
+          "camera thread, "
           f"{'FrameWindows: the update pauses during frames' if gated else 'no FrameWindows'}):")
     print(_line("message -> installed", swap_ms))
     print(_line("camera callback, no swap running", outside))
@@ -410,6 +420,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--skip-dds", action="store_true")
     parser.add_argument("--skip-compute", action="store_true")
+    parser.add_argument("--swap-trust", choices=("any", "signed"), default="any",
+                        help="signed: the swap part sends signed weights to a weights_trust signed node")
+    parser.add_argument("--swap-only", action="store_true", help="only the in-node swap part")
     parser.add_argument("--bridge", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bridge:
@@ -420,9 +433,12 @@ def main() -> None:
         os.environ[key] = env[key]
     with tempfile.TemporaryDirectory() as tmp:
         weights = _weights_file(tmp)
+        if args.swap_only:
+            bench_swap(weights, trust=args.swap_trust)
+            return
         if not args.skip_compute:
             bench_compute(args.frames, weights)
-            bench_swap(weights)
+            bench_swap(weights, trust=args.swap_trust)
         if not args.skip_dds:
             bench_dds(args.frames, weights)
 

@@ -54,7 +54,7 @@ def test_a_pause_never_waits_longer_than_max_wait():
 
 
 def test_early_in_a_gap_it_goes_late_in_a_gap_it_waits_for_the_next_frame():
-    windows = FrameWindows(max_wait=2.0, window_fraction=0.4)
+    windows = FrameWindows(max_wait=2.0, guard_fraction=0.25)
     for _ in range(3):  # frames every 200 ms, 10 ms each
         with windows.frame():
             time.sleep(0.01)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from av_td3_ros.driving.runtime import PolicyRuntime, load_weights_file
 from av_td3_ros.learning import signing
@@ -343,3 +344,12 @@ def test_av_td3_keys_and_sign_make_a_file_a_signed_deploy_node_loads(tmp_path, s
     assert _cli("sign", str(pickled), "--key", key, "--cnn-norm", "layer") == 2
     assert _cli("sign", str(signed), "--key", key + ".pub") == 2
     assert "is a public key" in capsys.readouterr().err
+
+
+def test_the_digest_of_a_payload_never_changes_so_what_was_signed_earlier_still_verifies():
+    # A fixed payload's digest, computed when the scheme was introduced: an implementation change
+    # (e.g. how the fields are fed to sha256) must not change the bytes that are hashed.
+    payload = safetensors_save({"a": torch.arange(3, dtype=torch.float32), "b": torch.ones(2000)},
+                               metadata={"version": "1", "cnn_norm": "layer"})
+    assert signing.payload_digest(payload).hex() == (
+        "9696bd7b893fdaadb55167f8f5550ab8a24b4f6762bb6f5286d775ab4dafe597")

@@ -133,14 +133,21 @@ def test_the_fast_finite_check_finds_one_bad_value_anywhere(dtype):
     assert count_non_finite(torch.empty(0)) == 0
 
 
-def test_decoding_with_a_pause_hook_calls_it_between_steps_and_decodes_the_same(reference, exported):
+def test_decoding_pauses_once_after_hashing_before_the_gil_holding_steps_and_decodes_the_same(
+        reference, exported):
     payload = encode_policy_weights(exported)
     calls = []
     fingerprint = architecture_fingerprint(reference)
     paused = decode_policy_weights(
         memoryview(payload), sha(payload), fingerprint, reference, 32 << 20, lambda: calls.append(1)
     )
-    assert len(calls) >= 3
+    # Each pause can wait a whole camera frame period in a policy node: one, and only after the
+    # hash (which releases the GIL, so it needs none), i.e. a bad hash is refused without one.
+    assert len(calls) == 1
+    with pytest.raises(WeightsRejected, match="sha256 mismatch"):
+        decode_policy_weights(payload, sha(payload + b"x"), fingerprint, reference, 32 << 20,
+                              lambda: calls.append(2))
+    assert calls == [1]
     plain = decode(payload, reference)
     assert all(torch.equal(paused[k], plain[k]) for k in plain)
 

@@ -5,6 +5,7 @@ weights publisher), exactly what issue 15 says any process can be."""
 from __future__ import annotations
 
 import hashlib
+import random
 import signal
 import threading
 import time
@@ -37,6 +38,7 @@ from av_td3_ros.ros.conversions import policy_weights_to_message
 
 ROLE = "trusted_car"
 SWAP_BUDGET_S = 0.200  # the weights swap budget of docs/benchmarks.md, publish -> driving
+FRAME_PERIOD_S = 0.05  # the camera's 20 Hz
 
 
 def _action(state_dict, norm: str = "layer") -> np.ndarray:
@@ -111,17 +113,38 @@ def _control(car):
 
 
 def _install_timed(car, msg, action) -> float:
-    """Publish `msg`, stream frames at the camera's 20 Hz (the rate the swap budget is defined at,
-    docs/benchmarks.md; back to back there are no gaps for FrameWindows to decode in) until one is
-    answered by the new policy: seconds from publish."""
-    published = time.monotonic()
-    car.bridge.weights.publish(msg)
-    while time.monotonic() - published < 15:
-        control = _control(car)
-        if _drives(control, action):
-            return control[4] - published
-        time.sleep(0.045)
+    """Stream frames at the camera's 20 Hz on a fixed schedule (the rate the swap budget is defined
+    at, docs/benchmarks.md: FrameWindows decodes in the gaps between them), publish `msg` half a
+    second in, at a random phase of the frame period, and keep streaming until a frame is answered
+    by the new policy: seconds from publish to that control's arrival."""
+    start = time.monotonic()
+    publish_at, published, sent = start + 0.5 + random.uniform(0.0, FRAME_PERIOD_S), None, set()
+    tick, seen = 0, len(car.bridge.controls)
+    while time.monotonic() - start < 15:
+        now = time.monotonic()
+        if published is None and now >= publish_at:
+            msg.stamp = car.bridge.node.get_clock().now().to_msg()  # the node's delivery time counts from it
+            published = time.monotonic()
+            car.bridge.weights.publish(msg)
+        if now >= start + tick * FRAME_PERIOD_S:
+            car.bridge.frame(stamp := next(car.stamps), SMALL_IMAGE)
+            tick += 1
+            if published is not None:
+                sent.add(stamp)
+        with car.bridge.lock:  # only the controls that arrived since the last look
+            new, seen = car.bridge.controls[seen:], len(car.bridge.controls)
+        driven = [c for c in new if c[0] in sent and _drives(c, action)]
+        if driven:
+            return driven[0][4] - published
+        time.sleep(0.005)
     raise AssertionError(f"version {msg.version} never drove: {car.bridge.diag('last_weights_rejection')}")
+
+
+def _swap_breakdown(car, version: int) -> str:
+    """Where the node says the swap's time went (SwapTiming in /diagnostics)."""
+    _wait(lambda: car.bridge.diag("last_swap_version") == str(version), 10, f"v{version}'s swap timing")
+    return ", ".join(f"{step} {car.bridge.diag(f'last_swap_{step}_ms')}"
+                     for step in ("delivery", "decode", "prepare", "frame_wait"))
 
 
 def test_deploy_mode_defaults_to_signed_and_checks_the_weights_file_signature_at_configure(car, keys):
@@ -133,21 +156,24 @@ def test_deploy_mode_defaults_to_signed_and_checks_the_weights_file_signature_at
     assert "trust" not in car.bridge.diag("_message"), car.bridge.diag("_message")  # nothing to warn about
 
 
-def test_correctly_signed_updates_are_installed_within_the_swap_budget(car, keys):
-    latencies = []
-    for version in (2, 3, 4):
+def test_correctly_signed_updates_are_installed_and_drive_promptly(car, keys):
+    latencies, breakdowns = [], []
+    for version in (2, 3, 4, 5, 6):
         car.weights[version] = _weights(40 + version)
         car.signed[version] = _signed(car.weights[version], version, keys.trainer)
         latencies.append(_install_timed(car, car.signed[version], _action(car.weights[version])))
+        breakdowns.append(f"v{version} {1000 * latencies[-1]:.0f} ms ({_swap_breakdown(car, version)})")
         car.version = version
-    _wait(lambda: car.bridge.diag("policy_version") == "4", 10, "version 4 in /diagnostics")
-    assert car.bridge.diag("weights_accepted") == "4" and car.bridge.diag("weights_rejected") == "0"
-    print(f"signed swap, publish -> first frame driven by the new policy: "
-          f"{', '.join(f'{1000 * s:.0f}' for s in latencies)} ms")
-    # Each signed update is installed and drives promptly. The 200 ms budget itself is a benchmark
-    # figure (docs/benchmarks.md; medians of 158-241 ms were measured here, depending on load), not
-    # a timed assertion of the default suite.
-    assert max(latencies) < 10 * SWAP_BUDGET_S, latencies
+    _wait(lambda: car.bridge.diag("policy_version") == "6", 10, "version 6 in /diagnostics")
+    assert car.bridge.diag("weights_accepted") == "6" and car.bridge.diag("weights_rejected") == "0"
+    print("signed swap, publish -> first frame driven by the new policy [node's ms]: "
+          + "; ".join(breakdowns))
+    # The 200 ms budget itself is the benchmark's criterion (bench/weights_swap.py, docs/benchmarks.md:
+    # median and p90 over >= 10 swaps, unsigned and signed side by side), not a timed assertion here:
+    # on this 2-core machine shared with other jobs, swaps of 150-250 ms were measured under load.
+    # What holds under load: the median within 2.5x the budget, every swap within 10x.
+    assert float(np.median(latencies)) < 2.5 * SWAP_BUDGET_S, breakdowns
+    assert max(latencies) < 10 * SWAP_BUDGET_S, breakdowns
 
 
 def _unsigned(car, keys):
@@ -201,7 +227,7 @@ ATTACKS = [
      "the metadata or the tensors were changed after signing"),
     ("tensors_changed_after_signing", _tensors_changed_after_signing,
      "the metadata or the tensors were changed after signing"),
-    ("replayed_older_version", _replayed_older_version, "version 3 is not newer than the running version 4"),
+    ("replayed_older_version", _replayed_older_version, "version 3 is not newer than the running version 6"),
     ("replayed_under_a_new_version_number", _replayed_under_a_new_version_number,
      "the message's version 60 differs from the signed version 2"),
 ]
@@ -210,7 +236,7 @@ ATTACKS = [
 @pytest.mark.parametrize(("build", "reason"), [pytest.param(b, r, id=i) for i, b, r in ATTACKS])
 def test_forged_tampered_and_replayed_weights_are_refused_with_the_reason_while_the_policy_keeps_driving(
         car, keys, build, reason):
-    assert car.version == 4, "runs after the signed updates"
+    assert car.version == 6, "runs after the signed updates"
     msg = build(car, keys)
     rejected = int(car.bridge.diag("weights_rejected"))
     car.bridge.weights.publish(msg)
@@ -219,8 +245,8 @@ def test_forged_tampered_and_replayed_weights_are_refused_with_the_reason_while_
     _wait(lambda: diag("weights_rejected") == str(rejected + 1)
           and source in (diag("last_weights_rejection") or ""), 20, "the rejection in /diagnostics")
     assert reason in diag("last_weights_rejection"), diag("last_weights_rejection")
-    assert _drives(_control(car), _action(car.weights[4]))  # the installed policy keeps driving
-    assert diag("policy_version") == "4" and diag("policy_key_id") == keys.trainer.key_id
+    assert _drives(_control(car), _action(car.weights[6]))  # the installed policy keeps driving
+    assert diag("policy_version") == "6" and diag("policy_key_id") == keys.trainer.key_id
     assert reason in stderr_of(car.node) and car.node.poll() is None
 
 
@@ -308,3 +334,23 @@ def test_the_trainer_signs_its_weights_and_their_cnn_norm_builds_the_policy_node
           f"the trainer's version installed ({bridge.diag('last_weights_rejection')})")
     assert bridge.diag("policy_cnn_norm") == "none" and bridge.diag("policy_key_id") == keys.trainer.key_id
     assert node.poll() is None
+
+
+def test_swap_timing_reports_delivery_each_step_and_the_frame_waits():
+    from av_td3_ros.driving.monitoring import SwapTiming
+
+    clock = iter([10.0, 10.5, 10.52, 10.53, 10.6]).__next__  # start, pause in/out, two marks
+    timing = SwapTiming.received(100, 250_000_000, wall=100.5)
+    timing._clock, timing._last = clock, clock()
+    timing.timed_pause(lambda: None)()
+    timing.mark("decode")
+    timing.mark("prepare")
+    report = timing.report(7)
+    assert report["last_swap_version"] == 7 and report["last_swap_delivery_ms"] == pytest.approx(250.0)
+    assert report["last_swap_frame_wait_ms"] == pytest.approx(20.0)
+    assert report["last_swap_decode_ms"] == pytest.approx(530.0)
+    assert report["last_swap_prepare_ms"] == pytest.approx(70.0)
+    # An unset stamp, or one from another clock, gives no delivery time rather than a wrong one.
+    assert SwapTiming.received(0, 0, wall=100.0).delivery_ms is None
+    assert SwapTiming.received(200, 0, wall=100.0).delivery_ms is None
+    assert SwapTiming.received(1, 0, wall=100.0).delivery_ms is None

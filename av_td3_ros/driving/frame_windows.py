@@ -6,13 +6,17 @@ call) and waits up to the switch interval to get it back: measured here, +4.6 to
 callback's p99 during a swap. Making the callback faster does not help; keeping the two apart
 does. The camera callback runs inside `frame()`. The update calls `pause()` between its steps:
 - during a frame it waits for the frame to end;
-- in the first part of the gap after a frame it goes on at once, because the next frame is
-  furthest away then;
-- later in the gap it waits for the next frame to end;
+- after it, it goes on at once until the last `guard_fraction` of the frame period before the
+  next frame is due (the period counted from the last frame's start, so a slow frame shortens
+  the free part of the gap instead of pushing it into the next frame);
+- in that guard it waits for the next frame to end;
 - when no frames flow it never waits.
 
-A step that does start late in a gap can still overlap the next frame. It costs that frame at
-most the step's length, so the caller keeps its steps short (a few ms each).
+Each pause that waits costs the update up to a frame period, so the caller pauses seldom (a
+policy node's update: three times, before hashing the payload, before the GIL-holding decode and
+before building the network) and keeps each step shorter than the guard (12.5 ms at 20 Hz). A
+step that does start just before the guard can still overlap the next frame by the part of it
+longer than the guard.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ __all__ = ["FrameWindows"]
 
 
 class FrameWindows:
-    def __init__(self, max_wait: float = 0.1, window_fraction: float = 0.4, clock=time.monotonic):
+    def __init__(self, max_wait: float = 0.1, guard_fraction: float = 0.25, clock=time.monotonic):
         """max_wait: the longest one pause() waits (s), so an update always finishes;
-        window_fraction: the part of the frame period after a frame's end that counts as free."""
+        guard_fraction: the last part of the frame period, before the next frame is due, in which
+        no step starts."""
+        if not 0.0 <= guard_fraction < 1.0:
+            raise ValueError(f"guard_fraction must be in [0, 1), got {guard_fraction!r}")
         self.max_wait = float(max_wait)
-        self.window_fraction = float(window_fraction)
+        self.guard_fraction = float(guard_fraction)
         self._clock = clock
         self._changed = threading.Condition()
         self._busy = 0
@@ -66,7 +73,6 @@ class FrameWindows:
     def _in_free_window(self, now: float) -> bool:
         if self._last_end is None or self._period is None:
             return True  # no frames yet: nothing to keep away from
-        since = now - self._last_end
-        if since > 2.0 * self._period:
+        if now - self._last_end > 2.0 * self._period:
             return True  # frames stopped (or are far apart): waiting would only delay the update
-        return since <= self.window_fraction * self._period
+        return now - self._last_start <= (1.0 - self.guard_fraction) * self._period

@@ -5,11 +5,12 @@ must still trip the watchdog)."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
 
-__all__ = ["LatencyStats", "RateMeter", "Watchdog"]
+__all__ = ["LatencyStats", "RateMeter", "SwapTiming", "Watchdog"]
 
 
 class RateMeter:
@@ -78,3 +79,45 @@ class LatencyStats:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(np.fromiter(self._samples, float), q)) if self._samples else float("nan")
+
+
+class SwapTiming:
+    """Where one weights swap's time went, for /diagnostics: `delivery` (the publisher's stamp ->
+    the weights callback, i.e. serialization, DDS transport, deserialization and the executor's
+    hand-off; wall clocks of one host), then each marked step, and `frame_wait` (the part of the
+    steps spent in FrameWindows.pause, letting camera frames run)."""
+
+    def __init__(self, delivery_ms: float | None, clock=time.perf_counter):
+        self._clock = clock
+        self._last = clock()
+        self.delivery_ms = delivery_ms
+        self.steps_ms: dict[str, float] = {}
+        self.frame_wait_ms = 0.0
+
+    @classmethod
+    def received(cls, stamp_sec: int, stamp_nanosec: int, wall: float | None = None) -> SwapTiming:
+        """Started when a message stamped (sec, nanosec) on the wall clock arrives. A stamp that
+        is unset, in the future or over a minute old (another clock) gives no delivery time."""
+        wall = time.time() if wall is None else wall
+        delay = wall - (stamp_sec + stamp_nanosec * 1e-9)
+        return cls(delay * 1e3 if stamp_sec > 0 and 0.0 <= delay < 60.0 else None)
+
+    def timed_pause(self, pause):
+        def timed():
+            start = self._clock()
+            pause()
+            self.frame_wait_ms += (self._clock() - start) * 1e3
+
+        return timed
+
+    def mark(self, step: str) -> None:
+        now = self._clock()
+        self.steps_ms[step] = (now - self._last) * 1e3
+        self._last = now
+
+    def report(self, version: int) -> dict:
+        """Keys for /diagnostics (prefix last_swap_)."""
+        out = {"last_swap_version": int(version), "last_swap_delivery_ms": self.delivery_ms}
+        out.update({f"last_swap_{step}_ms": ms for step, ms in self.steps_ms.items()})
+        out["last_swap_frame_wait_ms"] = self.frame_wait_ms
+        return out

@@ -26,6 +26,7 @@ import math
 import struct
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class PolicyRuntime:
         self._references = {norm: self.reference_state_dict}
         self._policy: LoadedPolicy | None = None
         self._install_lock = threading.Lock()  # serializes installs; inference never takes it
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-sha256")
         # torch loads its meta-device machinery on first use: 1.5 s measured here, which the first
         # weights update would otherwise pay in the weights thread, holding the GIL against
         # inference (seen in the demo as a ~7 s delay before version 1 drove). Pay it at configure.
@@ -178,17 +180,29 @@ class PolicyRuntime:
             raise WeightsRejected(
                 f"payload of {weights.size} bytes exceeds the limit of {self.max_weights_bytes} bytes"
             )
-        key_id = ""
+        # The hashing starts in a gap between camera frames: it releases the GIL, but its threads
+        # would take the cores a frame needs (measured in bench/policy_latency.py: starting it at
+        # once, mid-frame, put 6 of 43 frames during swaps > 1 ms over the quiet p99).
+        pause()
+        # One copy, first (0.2 ms): the bytes whose signature is verified are the bytes decoded;
+        # a view of the message's buffer could change in between.
+        payload = weights.payload if isinstance(weights.payload, bytes) else bytes(weights.payload)
+        key_id, payload_sha256 = "", None
         if self.trust == "signed":
+            # Two hashes of the whole payload, the message's sha256 and the signature's digest: run
+            # side by side (hashlib releases the GIL, so on two cores they take the time of one
+            # and fit in the gap after a frame).
+            sha_thread = self._hasher.submit(lambda: hashlib.sha256(payload).hexdigest())
             try:
-                key_id = signing.verify_payload(weights.payload, self.trusted_keys)
+                key_id = signing.verify_payload(payload, self.trusted_keys)
             except signing.SignatureRejected as exc:
                 raise WeightsRejected(f"{exc} (weights_trust is signed)") from None
-            pause()
-            meta = signing.read_header(weights.payload).metadata
+            finally:
+                payload_sha256 = sha_thread.result()
+            meta = signing.read_header(payload).metadata
             values = _signed_values(meta, weights)
         else:
-            meta = _peek_metadata(weights.payload)
+            meta = _peek_metadata(payload)
             values = _claimed_values(meta, weights)
         cnn_norm = meta.get("cnn_norm")
         named = cnn_norm is not None
@@ -202,7 +216,8 @@ class PolicyRuntime:
             fingerprint = architecture_fingerprint(reference)
         try:
             state_dict = decode_policy_weights(
-                weights.payload, weights.sha256, fingerprint, reference, self.max_weights_bytes, pause
+                payload, weights.sha256, fingerprint, reference, self.max_weights_bytes, pause,
+                payload_sha256=payload_sha256,
             )
         except WeightsRejected as exc:
             if named and str(exc).startswith("wrong architecture"):
@@ -229,6 +244,8 @@ class PolicyRuntime:
         for name, tensor in weights.state_dict.items():
             if count_non_finite(tensor):
                 raise WeightsRejected(f"tensor {name} has non-finite values")
+        # One pause for the rest (~4 ms here, most of it building the module in Python, which
+        # holds the GIL): each pause can wait for a whole frame period, so they are few.
         pause()
         # Built on the meta device and given the decoded tensors (no random init, no copy: ~3 ms
         # instead of ~13 ms of CPU taken from the inference thread's core).
@@ -236,16 +253,13 @@ class PolicyRuntime:
         max_action = float(getattr(weights, "max_action", 1.0))
         with torch.device("meta"):
             module = PolicyNetwork(norm=cnn_norm, max_action=max_action)
-        pause()
         try:
             module.load_state_dict(weights.state_dict, strict=True, assign=True)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise WeightsRejected(f"state dict does not fit the actor: {exc}") from None
-        pause()
         module.to(memory_format=torch.channels_last)  # the conv weights' layout NatureCNN uses
         module.eval()
         module.requires_grad_(False)
-        pause()
         # A trial run: weights that produce NaN/inf actions from a plain input are refused here,
         # not discovered while driving.
         probe = _forward(

@@ -107,23 +107,27 @@ def decode_policy_weights(
     reference_state_dict: Mapping[str, torch.Tensor],
     max_bytes: int = DEFAULT_MAX_BYTES,
     pause: Callable[[], None] = lambda: None,
+    payload_sha256: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Validate and decode a payload; return the state dict (CPU tensors) or raise WeightsRejected.
 
     Checks, cheapest first: size <= max_bytes; sha256 of the payload; not a pickle / torch.save
     archive; a well-formed safetensors header; the advertised fingerprint is the reference's;
     exactly the reference's tensor names, each with its dtype and shape; every value finite.
-    `pause()` runs between the expensive steps (each a few ms for the policy's 7.7 MB): a policy
-    node passes FrameWindows.pause so that decoding never runs during one of its camera frames.
+    `pause()` runs once, before the steps that hold the GIL (safetensors load, the checks: ~1 ms
+    for the policy's 7.7 MB): a policy node passes FrameWindows.pause so that they never run
+    during one of its camera frames. The sha256 before it holds the GIL only at its start and
+    end (PolicyRuntime.decode pauses before it, so that it starts in a gap). `payload_sha256`:
+    the hex sha256 of exactly `payload` when the caller hashed it already (PolicyRuntime hashes
+    it beside the signature check), else it is computed here.
     """
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise WeightsRejected(f"payload must be bytes, got {type(payload).__name__}")
     size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
     if size > max_bytes:  # before the copy below: an oversized payload is never copied
         raise WeightsRejected(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
-    payload = bytes(payload)
-    pause()
-    actual_sha = hashlib.sha256(payload).hexdigest()
+    payload = bytes(payload)  # what is hashed is what is loaded (no copy if it is bytes already)
+    actual_sha = hashlib.sha256(payload).hexdigest() if payload_sha256 is None else payload_sha256
     if not isinstance(sha256, str) or actual_sha != sha256.strip().lower():
         raise WeightsRejected(f"sha256 mismatch: payload hashes to {actual_sha}, message says {sha256!r}")
     if payload[:1] == _PICKLE_PROTO or payload[:4] == _ZIP_MAGIC:
@@ -147,7 +151,7 @@ def decode_policy_weights(
         raise WeightsRejected(
             f"wrong architecture: fingerprint {fingerprint!r} is not this policy's {expected!r}"
         )
-    pause()
+    pause()  # the rest holds the GIL (safetensors copies the tensors; the checks are short)
     try:
         tensors = safetensors_load(payload)
     except Exception as exc:  # safetensors raises its own error types for malformed data
@@ -166,7 +170,6 @@ def decode_policy_weights(
             raise WeightsRejected(f"wrong dtype: {name} is {_describe(got)}, expected {_describe(ref)}")
         if got.shape != ref.shape:
             raise WeightsRejected(f"wrong shape: {name} is {_describe(got)}, expected {_describe(ref)}")
-    pause()
     for name, t in tensors.items():
         bad = count_non_finite(t)
         if bad:

@@ -435,19 +435,25 @@ class PolicyNode(LifecycleNode):
 
     @guarded("weights", brake=False)
     def _on_weights(self, msg: PolicyWeights) -> None:
+        from av_td3_ros.driving.monitoring import SwapTiming
         from av_td3_ros.driving.runtime import WeightsRejected
 
+        timing = SwapTiming.received(msg.stamp.sec, msg.stamp.nanosec)
         source = f"topic {self._topic('weights_topic')} version {msg.version}"
         runtime = self.runtime
         if runtime is None:
             return
+        pause = timing.timed_pause(self.windows.pause)
         try:  # trust, architecture and content are checked by PolicyRuntime.decode
-            decoded = runtime.decode(policy_weights_payload(msg), self.windows.pause)
-            policy = runtime.prepare(decoded, source, self.windows.pause)
+            decoded = runtime.decode(policy_weights_payload(msg), pause)
+            timing.mark("decode")
+            policy = runtime.prepare(decoded, source, pause)
             runtime.install(policy)  # one reference swap: the next inference uses it
+            timing.mark("prepare")
         except WeightsRejected as exc:
             self._reject(source, str(exc))
             return
+        self.last_swap = timing.report(policy.version)  # /diagnostics: where the swap's time went
         self.counters["weights_accepted"] += 1
         self.get_logger().info(
             f"policy version {policy.version} installed ({decoded.payload_bytes} bytes, "
@@ -552,6 +558,7 @@ class PolicyNode(LifecycleNode):
             "trusted_key_ids": ",".join(sorted(self.runtime.trusted_keys)),
             "policy_key_id": self.runtime.policy.key_id if self.runtime.policy is not None else "",
             "policy_cnn_norm": self.runtime.policy.cnn_norm if self.runtime.policy is not None else "",
+            **getattr(self, "last_swap", {}),
             **(self.output.diagnostics() if self.output is not None else {}),
             **self.counters,
         }

@@ -24,6 +24,7 @@ from av_td3_ros.driving.command import ControlCommand
 from av_td3_ros.driving.state import VehicleState
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import control_to_message
+from av_td3_ros.ros.log import Throttle
 
 __all__ = [
     "OUTPUTS", "AckermannOutput", "AutowareOutput", "CarlaOutput", "OutputAdapter", "VehicleStackOutput",
@@ -70,13 +71,15 @@ class VehicleStackOutput(OutputAdapter):
     parameters, av_td3_ros.vehicle), and in deploy mode every command passes the CommandGate
     (`gate.*`: steering angle and rate, acceleration, jerk and speed limits; a latched e-stop on
     `estop_topic`, an optional heartbeat on `heartbeat_topic`, a stop ramp to standstill, then
-    hold; `~/release_stop` (std_srvs/Trigger) releases a latched stop). dt is the time between
-    the stamps of two commands (the frames' sim time), within [0.01, 0.5] s."""
+    hold). A latched stop ends only with a restart or a release token signed by one of the
+    `release_keys` (std_msgs/String on `~/release_stop`, `av-td3 release`; checked by
+    av_td3_ros.vehicle.release: this node, this stop, fresh, unused), whose outcome is published
+    on `~/release_stop_result` and /diagnostics. dt is the time between the stamps of two commands
+    (the frames' sim time), within [0.01, 0.5] s."""
 
     def __init__(self, node, topic: Callable[[str], str]):
         super().__init__(node, topic)
-        from std_msgs.msg import Bool, Empty
-        from std_srvs.srv import Trigger
+        from std_msgs.msg import Bool, Empty, String
 
         from av_td3_ros.vehicle import CommandGate, GateLimits, VehicleParameters
 
@@ -85,9 +88,13 @@ class VehicleStackOutput(OutputAdapter):
         self.gate = None
         if p.mode == "deploy":
             self.gate = CommandGate(GateLimits.for_vehicle(self.vehicle, **vars(p.gate)))
+            self.release_verifier, self.release_keys_error = self._release_verifier(node)
+            self.last_release, self._refusals_log = "none yet", Throttle(1.0)
+            self.release_result = node.create_publisher(String, "~/release_stop_result", qos.RELEASE_QOS)
             self.entities += [
                 node.create_subscription(Bool, topic("estop_topic"), self._on_estop, qos.ESTOP_QOS),
-                node.create_service(Trigger, "~/release_stop", self._on_release),
+                node.create_subscription(String, "~/release_stop", self._on_release, qos.RELEASE_QOS),
+                self.release_result,
             ]
             if self.gate.limits.heartbeat_timeout > 0:
                 self.entities.append(node.create_subscription(
@@ -101,10 +108,45 @@ class VehicleStackOutput(OutputAdapter):
     def _on_heartbeat(self, msg) -> None:
         self.gate.heartbeat(self._now())
 
-    def _on_release(self, request, response):
-        response.success, response.message = self.gate.release(self._now())
-        self.node.get_logger().warning(f"release of the latched stop requested: {response.message}")
-        return response
+    @staticmethod
+    def _release_verifier(node):
+        """(the node's ReleaseVerifier, "" or why its keys could not be read). An unreadable
+        release key leaves it with none (no release but a restart), said in the log and on
+        /diagnostics."""
+        from av_td3_ros.learning.signing import KeyFileError, load_trusted_keys
+        from av_td3_ros.vehicle.release import ReleaseVerifier
+
+        keys, error = {}, ""
+        try:
+            keys = load_trusted_keys(node.p.release_keys)
+        except KeyFileError as exc:
+            error = f"release_keys: {exc}"
+            node.get_logger().error(f"{error}; a latched stop ends only with a restart")
+        return ReleaseVerifier(node.get_fully_qualified_name(), keys, node.p.release_max_age), error
+
+    def _on_release(self, msg) -> None:
+        """A release token: verified first (av_td3_ros.vehicle.release), then the gate's own rules."""
+        import json
+        import time
+
+        from std_msgs.msg import String
+
+        from av_td3_ros.vehicle.release import ReleaseRefused, claimed_nonce
+
+        gate = self.gate
+        try:
+            self.release_verifier.check(msg.data, gate.stop_id, bool(gate.latched), time.time())
+            released, message = gate.release(self._now())
+        except ReleaseRefused as exc:
+            released, message = False, f"release refused: {exc}"
+        self.last_release = f"stop {gate.stop_id}: {message}"
+        if released:
+            self.node.get_logger().warning(f"latched stop released: {self.last_release}")
+        elif self._refusals_log.ready("release", time.monotonic()):  # a flood of forgeries stays readable
+            self.node.get_logger().error(f"release of the latched stop: {self.last_release}")
+        answer = {"nonce": claimed_nonce(msg.data), "stop_id": gate.stop_id, "released": released,
+                  "message": message}
+        self.release_result.publish(String(data=json.dumps(answer)))
 
     def _now(self, stamp_ns: int | None = None) -> float:
         """The gate's time [s]: the steady clock on a vehicle. Under simulated time (use_sim_time)
@@ -152,7 +194,12 @@ class VehicleStackOutput(OutputAdapter):
         if self.gate is None:
             return {}
         now = self._now()
+        keys = (self.release_keys_error or ",".join(sorted(self.release_verifier.keys))
+                or "none (a stop ends only with a restart)")
         return {"gate_state": self.gate.state, "gate_latched": ",".join(self.gate.latched) or "none",
+                "gate_stop_id": self.gate.stop_id, "gate_release_node": self.release_verifier.node,
+                "gate_release_session": self.release_verifier.session,
+                "gate_release_keys": keys, "gate_last_release": self.last_release,
                 "gate_heartbeat_age_s": self.gate.heartbeat_age(now),
                 **{f"gate_{k}": v for k, v in self.gate.counters.items()}}
 

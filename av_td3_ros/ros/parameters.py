@@ -343,6 +343,11 @@ def _policy_node_parameters() -> list[ParameterSpec]:
           f"std_msgs/Bool e-stop {_TOPIC} (latched; deploy mode, vehicle-stack outputs)"),
         P("heartbeat_topic", "~/heartbeat",
           f"std_msgs/Empty heartbeat {_TOPIC} (deploy mode, when gate.heartbeat_timeout > 0)"),
+        P("release_keys", [], "ed25519 public key files (PEM, `av-td3 keys --name operator`) whose "
+          "signed release tokens on ~/release_stop may end a latched stop (deploy mode, vehicle-stack "
+          "outputs); empty = only a restart ends it", item_type=str),
+        P("release_max_age", 30.0, "seconds a signed release token stays valid after it was issued "
+          "(wall clocks of the operator's machine and the car)", gt=0.0, max=600.0),
         P("transitions_topic", "/av_td3/transitions", "Transition topic (train mode)"),
         P("weights_topic", "/av_td3/policy_weights", "PolicyWeights topic; empty = file only"),
         P("reset_service", "/av_td3/reset_episode",

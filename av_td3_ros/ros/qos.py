@@ -37,6 +37,7 @@ __all__ = [
     "TRANSITIONS_DEPTH",
     "TRANSITIONS_QOS",
     "WEIGHTS_QOS",
+    "RELEASE_QOS",
     "describe",
 ]
 
@@ -61,6 +62,8 @@ TRANSITIONS_QOS = _profile(TRANSITIONS_DEPTH)
 CONTROL_QOS = _profile(10)
 # The e-stop is latched: a node (re)started after the stop was pressed still sees it.
 ESTOP_QOS = _profile(1, latched=True)
+# A stop release is never latched: a stored token must not reach a node that starts later.
+RELEASE_QOS = _profile(10)
 DIAGNOSTICS_QOS = _profile(10)
 STATUS_QOS = _profile(10)
 SCALAR_QOS = _profile(10)

@@ -18,7 +18,10 @@ outputs straight wheels, acceleration 0 and the measured speed.
 Stops. An e-stop (`estop(True, now)`) and a lost heartbeat (none for longer than
 `heartbeat_timeout`, when that is > 0) LATCH a stop: it lasts until `release(now)` succeeds, which
 it does only while the e-stop input is False and the heartbeat is alive. Release is a method of
-its own so the caller can authenticate it; an `estop(False)` message never releases. Before the
+its own so the caller can authenticate it; an `estop(False)` message never releases. Every new
+stop (an e-stop pressed, i.e. its input going to True, or the heartbeat lost) gets the next
+`stop_id`, so an authenticated release names the stop it releases (av_td3_ros.vehicle.release)
+and can never be replayed against a later one. Before the
 first heartbeat the gate holds the car too, without latching (the first heartbeat arms it).
 While stopped the output ignores the policy:
 - the steering angle stays where it was;
@@ -164,6 +167,7 @@ class CommandGate:
         self._estop_input = False
         self._last_heartbeat: float | None = None
         self._counters = dict.fromkeys(COUNTERS, 0)
+        self._stop_id = 0  # the number of the latest stop (0: none yet)
 
     # --- inputs ---------------------------------------------------------------------------------
     def estop(self, engaged, now: float) -> None:
@@ -172,6 +176,7 @@ class CommandGate:
         engaged = bool(engaged)
         if engaged and not self._estop_input:
             self._counters["estop_engaged"] += 1
+            self._stop_id += 1  # a new press is a new stop, even while an earlier one is latched
         self._estop_input = engaged
         if engaged:
             self._latched.add(ESTOP)
@@ -253,6 +258,11 @@ class CommandGate:
         return self._state
 
     @property
+    def stop_id(self) -> int:
+        """The number of the latest stop (0 before the first): what a release must name."""
+        return self._stop_id
+
+    @property
     def latched(self) -> tuple[str, ...]:
         return tuple(sorted(self._latched))
 
@@ -283,6 +293,7 @@ class CommandGate:
             if HEARTBEAT_LOST not in self._latched:
                 self._latched.add(HEARTBEAT_LOST)
                 self._counters["heartbeat_lost"] += 1
+                self._stop_id += 1
         return self._reasons_so_far()
 
     def _reasons_so_far(self) -> tuple[str, ...]:
