@@ -10,8 +10,8 @@ control received. Unlike the bridge, the first tick waits for its driver: a matc
 publisher and camera subscriber, the camera's subscribers on the odometry too, every known
 camera, odometry and route subscriber matched, and the first route acknowledged, so that a run's
 start does not depend on discovery order. With `bridge_stamps` (default) the stamps are the
-bridge's: float seconds truncated to nanoseconds, the image and events from the sensor time, odometry, clock and route
-from the world snapshot, two clocks of one tick that can differ by 1 ns.
+bridge's: float seconds truncated to nanoseconds, the image and events from the sensor time,
+odometry, clock and route from the world snapshot, two clocks of one tick that can differ by 1 ns.
 
 A std_srvs/Trigger reset service (`reset_service`) starts a new episode. As with CARLA's episode
 manager and waypoint publisher, it answers once the simulator has reset and the new route
