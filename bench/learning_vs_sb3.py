@@ -62,6 +62,9 @@ STREAM = "car"
 class EvalPoint:
     env_steps: int
     train_wall_s: float  # training wall-clock so far (env steps + updates; evaluations excluded)
+    # The same span in this process's CPU seconds (all threads): other jobs on a shared machine
+    # stretch wall-clock a lot and CPU time much less.
+    train_cpu_s: float
     updates: int
     mean_length: float
     mean_return: float
@@ -83,6 +86,7 @@ class Run:
     env_steps: int = 0
     updates: int = 0
     train_wall_s: float = 0.0
+    train_cpu_s: float = 0.0
 
     def first_at_cap(self, cap: int) -> EvalPoint | None:
         return next((p for p in self.curve if p.mean_length >= cap), None)
@@ -96,8 +100,10 @@ class Run:
             "update_to_data_after_learning_starts": (self.updates / (self.env_steps - DEMO.learning_starts)
                                                      if self.env_steps > DEMO.learning_starts else 0.0),
             "train_minutes": self.train_wall_s / 60.0,
+            "train_cpu_minutes": self.train_cpu_s / 60.0,
             "steps_to_cap": first.env_steps if first else None,
             "minutes_to_cap": first.train_wall_s / 60.0 if first else None,
+            "cpu_minutes_to_cap": first.train_cpu_s / 60.0 if first else None,
             "final_mean_length": last.mean_length, "final_mean_speed": last.mean_speed,
             "final_collisions": last.collisions, "final_km": last.km,
             "final_collisions_per_km": last.collisions_per_km,
@@ -120,7 +126,7 @@ class Evaluator:
     def __call__(self, driver, run: Run) -> EvalPoint:
         result = evaluate(driver, run.side, episodes=self.episodes, seed=self.seed, reward=self.reward,
                           sim_config=self.sim_config)
-        point = EvalPoint(run.env_steps, run.train_wall_s, run.updates, result.mean_length,
+        point = EvalPoint(run.env_steps, run.train_wall_s, run.train_cpu_s, run.updates, result.mean_length,
                           result.mean_return, result.mean_speed, result.collisions,
                           distance_km(result, self.sim_config.fixed_delta_seconds))
         run.curve.append(point)
@@ -166,7 +172,7 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
     start(obs)
     try:
         for mark in checkpoints(args.steps, args.eval_every):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             while run.env_steps < mark:
                 if learner.updates == 0:  # no weights yet: the policy node's uniform exploration
                     action = learner.exploration.action(None, run.env_steps)
@@ -188,6 +194,7 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                     learner.update(batch)
                     run.updates += 1
             run.train_wall_s += time.perf_counter() - began
+            run.train_cpu_s += time.process_time() - began_cpu
             log(run, evaluator(deterministic, run))
     finally:
         env.close()
@@ -216,10 +223,11 @@ def train_sb3(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Ev
 
     try:
         for mark in checkpoints(args.steps, args.eval_every):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             model.learn(total_timesteps=mark - run.env_steps, reset_num_timesteps=run.env_steps == 0,
                         progress_bar=False)
             run.train_wall_s += time.perf_counter() - began
+            run.train_cpu_s += time.process_time() - began_cpu
             run.env_steps, run.updates = int(model.num_timesteps), int(model._n_updates)
             log(run, evaluator(deterministic, run))
     finally:
@@ -248,8 +256,9 @@ def mean_or_none(values: list[float | None]) -> float | None:
 
 
 def aggregate(summaries: list[dict], sides: list[str]) -> dict:
-    keys = ("steps_to_cap", "minutes_to_cap", "final_mean_length", "final_collisions_per_km",
-            "update_to_data", "update_to_data_after_learning_starts", "train_minutes", "updates")
+    keys = ("steps_to_cap", "minutes_to_cap", "cpu_minutes_to_cap", "final_mean_length",
+            "final_collisions_per_km", "update_to_data", "update_to_data_after_learning_starts",
+            "train_minutes", "train_cpu_minutes", "updates")
     out: dict = {}
     for side in sides:
         rows = [s for s in summaries if s["side"] == side]
@@ -315,9 +324,9 @@ def main() -> None:
 
     def log(run: Run, point: EvalPoint) -> None:
         print(f"  {run.side:>4} seed {run.seed}: {point.env_steps:>6} steps {point.updates:>6} updates "
-              f"{point.train_wall_s / 60:6.2f} min | eval length {point.mean_length:6.1f} return "
-              f"{point.mean_return:7.2f} speed {point.mean_speed:4.1f} collisions {point.collisions} "
-              f"({fmt(point.collisions_per_km)} /km)", flush=True)
+              f"{point.train_wall_s / 60:6.2f} min ({point.train_cpu_s / 60:6.2f} CPU) | eval length "
+              f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
+              f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
 
     summaries, randoms = [], {}
     out = Path(args.out)
@@ -341,11 +350,13 @@ def main() -> None:
 
     print("\nper side and seed:")
     print(f"{'side':>5} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
-          f"{'steps to cap':>12} {'min to cap':>10} {'final len':>9} {'coll/km':>8}")
+          f"{'CPU min':>7} {'steps to cap':>12} {'min to cap':>10} {'CPU min to cap':>14} {'final len':>9} "
+          f"{'coll/km':>8}")
     for s in summaries:
         print(f"{s['side']:>5} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
-              f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {fmt(s['steps_to_cap']):>12} "
-              f"{fmt(s['minutes_to_cap']):>10} {s['final_mean_length']:>9.1f} "
+              f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {s['train_cpu_minutes']:>7.2f} "
+              f"{fmt(s['steps_to_cap']):>12} {fmt(s['minutes_to_cap']):>10} "
+              f"{fmt(s['cpu_minutes_to_cap']):>14} {s['final_mean_length']:>9.1f} "
               f"{fmt(s['final_collisions_per_km']):>8}")
     agg = aggregate(summaries, args.sides)
     print("\nmean +- std over seeds (steps/minutes to cap: over the seeds that reached it):")
