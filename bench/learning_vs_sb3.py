@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""This project's TD3 learner vs Stable-Baselines3 TD3 on the same task, side by side.
+
+Both sides learn on one gymnasium wrapper (av_td3_ros.sim.gym_env.DrivingEnv): the embedded
+simulator and the policy node's DrivingCore, so the same 4x84x84 gray stack + 23 kinematics, the
+same reward and the same episode ends (collision, off route, stuck, 300-step cap). Each side gets
+the same env-step budget, the same update-to-data ratio (--utd), the same seeds, and the same
+evaluation: `demo.evaluation.evaluate` (the deterministic actor through the DrivingCore) on the
+same starts, every --eval-every env steps and at the end.
+
+    ours: TD3Learner + FrameReplayBuffer driven in process with the demo's learner settings
+          (TD3Config defaults, i.e. trainer.yaml's td3.*, with the demo's batch 128; every
+          stabilizer on; learning_starts 1000; the action limiter and exploration of the learner).
+          This measures the LEARNER on identical env steps, not the ROS transport: there is no
+          weights-publishing lag here and the env waits for every update. The demo's ROS run
+          (`av-td3 demo`, sim_node + policy_node + trainer_node) is a separate measurement.
+    SB3:  TD3("MultiInputPolicy") (CombinedExtractor: NatureCNN on the frames + the 23 values
+          flattened, separate actor/critic extractors) with SB3's defaults (lr 1e-3, batch 256,
+          tau 0.005, gamma 0.99, policy_delay 2) plus TD3's Gaussian exploration noise 0.1 (SB3
+          adds none by default), 256x256 heads as this project's, and the same learning_starts.
+
+Printed per side and seed and as mean +- std over seeds: env steps and training wall-clock minutes
+(evaluation excluded) to the first evaluation whose mean length reaches the cap, the final mean
+evaluation length, collisions per km, the measured update-to-data ratio, and ours / SB3 ratios.
+
+    python bench/learning_vs_sb3.py --steps 1500 --seeds 0 --eval-every 500      # smoke
+    nice -n 10 python bench/learning_vs_sb3.py --steps 6000 --utd 0.1 --out runs/vs_sb3.json
+SB3 is a bench-only extra: pip install -c requirements/constraints.txt -r requirements/bench.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from av_td3_ros.atomic_file import write_atomic
+from av_td3_ros.demo.evaluation import Evaluation, evaluate, random_driver
+from av_td3_ros.demo.run import DemoOptions
+from av_td3_ros.learning import FrameReplayBuffer, TD3Config, TD3Learner
+from av_td3_ros.learning.config import ENCODER_GRAD_MODES
+from av_td3_ros.sim.gym_env import DrivingEnv, demo_reward
+from av_td3_ros.sim.simulator import SimConfig
+
+DEMO = DemoOptions()
+EVAL_SEED = 10_000  # + the run's seed, as the demo: evaluation starts differ from training's
+REPLAY_CAPACITY = 100_000  # trainer.yaml's replay_capacity
+STREAM = "car"
+
+
+@dataclass
+class EvalPoint:
+    env_steps: int
+    train_wall_s: float  # training wall-clock so far (env steps + updates; evaluations excluded)
+    # The same span in this process's CPU seconds (all threads): other jobs on a shared machine
+    # stretch wall-clock a lot and CPU time much less.
+    train_cpu_s: float
+    updates: int
+    mean_length: float
+    mean_return: float
+    mean_speed: float
+    collisions: int
+    km: float
+
+    @property
+    def collisions_per_km(self) -> float | None:
+        return self.collisions / self.km if self.km > 0 else None
+
+
+@dataclass
+class Run:
+    side: str
+    seed: int
+    batch_size: int
+    curve: list[EvalPoint] = field(default_factory=list)
+    env_steps: int = 0
+    updates: int = 0
+    train_wall_s: float = 0.0
+    train_cpu_s: float = 0.0
+
+    def first_at_cap(self, cap: int) -> EvalPoint | None:
+        return next((p for p in self.curve if p.mean_length >= cap), None)
+
+    def summary(self, cap: int) -> dict:
+        first, last = self.first_at_cap(cap), self.curve[-1]
+        return {
+            "side": self.side, "seed": self.seed, "batch_size": self.batch_size,
+            "env_steps": self.env_steps, "updates": self.updates,
+            "update_to_data": self.updates / self.env_steps if self.env_steps else 0.0,
+            "update_to_data_after_learning_starts": (self.updates / (self.env_steps - DEMO.learning_starts)
+                                                     if self.env_steps > DEMO.learning_starts else 0.0),
+            "train_minutes": self.train_wall_s / 60.0,
+            "train_cpu_minutes": self.train_cpu_s / 60.0,
+            "steps_to_cap": first.env_steps if first else None,
+            "minutes_to_cap": first.train_wall_s / 60.0 if first else None,
+            "cpu_minutes_to_cap": first.train_cpu_s / 60.0 if first else None,
+            "final_mean_length": last.mean_length, "final_mean_speed": last.mean_speed,
+            "final_collisions": last.collisions, "final_km": last.km,
+            "final_collisions_per_km": last.collisions_per_km,
+            "curve": [asdict(p) for p in self.curve],
+        }
+
+
+def distance_km(result: Evaluation, dt: float) -> float:
+    """Metres driven, from each episode's mean forward speed over its steps."""
+    return sum(e.length * e.mean_speed * dt for e in result.episodes) / 1000.0
+
+
+class Evaluator:
+    """demo.evaluation.evaluate on the same starts for every side and checkpoint of one seed."""
+
+    def __init__(self, args, seed: int, sim_config: SimConfig):
+        self.episodes, self.seed, self.sim_config = args.eval_episodes, EVAL_SEED + seed, sim_config
+        self.reward = demo_reward()
+
+    def __call__(self, driver, run: Run) -> EvalPoint:
+        result = evaluate(driver, run.side, episodes=self.episodes, seed=self.seed, reward=self.reward,
+                          sim_config=self.sim_config)
+        point = EvalPoint(run.env_steps, run.train_wall_s, run.train_cpu_s, run.updates, result.mean_length,
+                          result.mean_return, result.mean_speed, result.collisions,
+                          distance_km(result, self.sim_config.fixed_delta_seconds))
+        run.curve.append(point)
+        return point
+
+
+def sb3_schedule(utd: float) -> tuple[int, int]:
+    """(train_freq, gradient_steps) of SB3 closest to `utd`; their ratio is what both sides run."""
+    if utd >= 1.0:
+        return 1, int(round(utd))
+    return int(round(1.0 / utd)), 1
+
+
+def updates_owed(env_steps: int, updates: int, learning_starts: int, utd: float, replay_len: int,
+                 batch: int) -> int:
+    """TrainingService.updates_owed's rule: after learning_starts transitions, utd per transition."""
+    if env_steps < learning_starts or replay_len < batch:
+        return 0
+    return max(0, int((env_steps - learning_starts + 1) * utd) - updates)
+
+
+def checkpoints(budget: int, every: int) -> list[int]:
+    marks = list(range(every, budget, every)) if every > 0 else []
+    return [*marks, budget]
+
+
+def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Evaluator, log) -> Run:
+    config = TD3Config(batch_size=DEMO.batch_size, seed=seed, encoder_grad=args.encoder_grad)
+    learner = TD3Learner(config)
+    replay = FrameReplayBuffer(REPLAY_CAPACITY, seed=seed)
+    run = Run("ours", seed, config.batch_size)
+    env = make_env()
+
+    def deterministic(frames, kinematics):  # the published actor, as the demo evaluates it
+        with torch.inference_mode():
+            out = learner.policy(torch.as_tensor(frames)[None], torch.as_tensor(kinematics)[None])
+        return out[0].numpy()
+
+    def start(obs):
+        replay.start_episode(STREAM, obs["frames"][-1], obs["kinematics"])
+
+    obs, _ = env.reset(seed=seed)
+    start(obs)
+    try:
+        for mark in checkpoints(args.steps, args.eval_every):
+            began, began_cpu = time.perf_counter(), time.process_time()
+            while run.env_steps < mark:
+                if learner.updates == 0:  # no weights yet: the policy node's uniform exploration
+                    action = learner.exploration.action(None, run.env_steps)
+                else:
+                    action = learner.act(obs["frames"], obs["kinematics"], explore=True,
+                                         env_step=run.env_steps)
+                obs, reward, terminated, truncated, info = env.step(action)
+                run.env_steps += 1
+                replay.add_step(STREAM, action, reward, obs["frames"][-1], obs["kinematics"],
+                                terminated, truncated)
+                if terminated or truncated:
+                    learner.record_episode_length(info["episode_step"])
+                    obs, _ = env.reset()
+                    start(obs)
+                for _ in range(updates_owed(run.env_steps, run.updates, DEMO.learning_starts, args.utd,
+                                            len(replay), config.batch_size)):
+                    batch = (replay.sample(config.batch_size) if config.n_step == 1 else
+                             replay.sample(config.batch_size, n_step=config.n_step, gamma=config.gamma))
+                    learner.update(batch)
+                    run.updates += 1
+            run.train_wall_s += time.perf_counter() - began
+            run.train_cpu_s += time.process_time() - began_cpu
+            log(run, evaluator(deterministic, run))
+    finally:
+        env.close()
+    return run
+
+
+def train_sb3(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Evaluator, log) -> Run:
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    train_freq, gradient_steps = sb3_schedule(args.utd)
+    env = make_env()
+    model = TD3(
+        "MultiInputPolicy", env, buffer_size=args.steps + 1, learning_starts=DEMO.learning_starts,
+        batch_size=args.sb3_batch, train_freq=(train_freq, "step"), gradient_steps=gradient_steps,
+        action_noise=NormalActionNoise(np.zeros(2), 0.1 * np.ones(2)),
+        policy_kwargs={"net_arch": [256, 256]}, device="cpu", seed=seed, verbose=0,
+    )
+    model.set_logger(configure(folder=None, format_strings=[]))
+    run = Run("sb3", seed, args.sb3_batch)
+
+    def deterministic(frames, kinematics):
+        action, _ = model.predict({"frames": frames, "kinematics": kinematics}, deterministic=True)
+        return np.asarray(action, np.float32)
+
+    try:
+        for mark in checkpoints(args.steps, args.eval_every):
+            began, began_cpu = time.perf_counter(), time.process_time()
+            model.learn(total_timesteps=mark - run.env_steps, reset_num_timesteps=run.env_steps == 0,
+                        progress_bar=False)
+            run.train_wall_s += time.perf_counter() - began
+            run.train_cpu_s += time.process_time() - began_cpu
+            run.env_steps, run.updates = int(model.num_timesteps), int(model._n_updates)
+            log(run, evaluator(deterministic, run))
+    finally:
+        env.close()
+        model.replay_buffer = None  # its ~57 KB per step, before the next run allocates its own
+        gc.collect()
+    return run
+
+
+SIDES = {"ours": train_ours, "sb3": train_sb3}
+
+
+def spread(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return f"n/a (0/{len(values)})"
+    mean = statistics.fmean(known)
+    std = statistics.stdev(known) if len(known) > 1 else 0.0
+    tail = "" if len(known) == len(values) else f" ({len(known)}/{len(values)} seeds)"
+    return f"{mean:.4g} +- {std:.2g}{tail}"
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
+def aggregate(summaries: list[dict], sides: list[str]) -> dict:
+    keys = ("steps_to_cap", "minutes_to_cap", "cpu_minutes_to_cap", "final_mean_length",
+            "final_collisions_per_km", "update_to_data", "update_to_data_after_learning_starts",
+            "train_minutes", "train_cpu_minutes", "updates")
+    out: dict = {}
+    for side in sides:
+        rows = [s for s in summaries if s["side"] == side]
+        out[side] = {
+            key: {"values": [r[key] for r in rows], "mean": mean_or_none([r[key] for r in rows]),
+                  "std": (statistics.stdev([r[key] for r in rows if r[key] is not None])
+                          if sum(r[key] is not None for r in rows) > 1 else 0.0),
+                  "text": spread([r[key] for r in rows])}
+            for key in keys
+        }
+        out[side]["reached_cap"] = sum(r["steps_to_cap"] is not None for r in rows)
+        out[side]["seeds"] = len(rows)
+    if "ours" in out and "sb3" in out:
+        out["ratio_ours_over_sb3"] = {
+            key: (out["ours"][key]["mean"] / out["sb3"][key]["mean"]
+                  if out["ours"][key]["mean"] is not None and out["sb3"][key]["mean"] not in (None, 0.0)
+                  else None)
+            for key in keys
+        }
+    return out
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10_000, help="env-step budget per side and seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--traffic", type=int, default=0, help="SimConfig.traffic (IDM cars)")
+    parser.add_argument("--random-start", action="store_true",
+                        help="SimConfig.random_start, in training and evaluation")
+    parser.add_argument("--eval-every", type=int, default=1000, help="env steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=3)
+    parser.add_argument("--utd", type=float, default=0.25,
+                        help="updates per env step after learning_starts, both sides (SB3: train_freq / "
+                             "gradient_steps; SB3's own default is 1, DrQ-v2's 0.5)")
+    parser.add_argument("--sb3-batch", type=int, default=256, help="SB3's batch (its default)")
+    parser.add_argument("--encoder-grad", choices=ENCODER_GRAD_MODES, default=TD3Config().encoder_grad,
+                        help="ours: TD3Config.encoder_grad (default: the demo's)")
+    parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["ours", "sb3"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--out", default=f"runs/learning_vs_sb3-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    args = parser.parse_args()
+    if args.steps <= DEMO.learning_starts:
+        parser.error(f"--steps must exceed learning_starts ({DEMO.learning_starts})")
+    if not (0.0 < args.utd <= 64.0):
+        parser.error("--utd must be in (0, 64]")
+    torch.set_num_threads(args.threads)
+    train_freq, gradient_steps = sb3_schedule(args.utd)
+    args.utd = gradient_steps / train_freq  # SB3 can only run whole gradient steps per train_freq
+    # The limiter warns once per episode while active: thousands of lines in a benchmark.
+    logging.getLogger("av_td3_ros.learning.action_limiter").setLevel(logging.ERROR)
+    cap = demo_reward().max_episode_steps
+    started = time.perf_counter()
+    print(f"learning vs SB3: {args.steps} env steps, utd {args.utd}, seeds {args.seeds}, "
+          f"traffic {args.traffic}, random_start {args.random_start}, eval {args.eval_episodes} "
+          f"episodes every {args.eval_every} steps, cap {cap}; torch {torch.__version__} on "
+          f"{args.threads} threads", flush=True)
+
+    def log(run: Run, point: EvalPoint) -> None:
+        print(f"  {run.side:>4} seed {run.seed}: {point.env_steps:>6} steps {point.updates:>6} updates "
+              f"{point.train_wall_s / 60:6.2f} min ({point.train_cpu_s / 60:6.2f} CPU) | eval length "
+              f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
+              f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
+
+    summaries, randoms = [], {}
+    out = Path(args.out)
+    for seed in args.seeds:
+        sim_config = SimConfig(traffic=args.traffic, random_start=args.random_start, seed=seed)
+        eval_config = SimConfig(traffic=args.traffic, random_start=args.random_start)
+        evaluator = Evaluator(args, seed, eval_config)
+        baseline = evaluate(random_driver(seed), "random", episodes=args.eval_episodes, seed=EVAL_SEED + seed,
+                            reward=demo_reward(), sim_config=eval_config)
+        randoms[seed] = {**baseline.summary(), "km": distance_km(baseline, eval_config.fixed_delta_seconds)}
+        print(f"seed {seed}: random policy eval length {baseline.mean_length:.1f}", flush=True)
+        for side in args.sides:
+            run = SIDES[side](args, seed, lambda c=sim_config: DrivingEnv(c, demo_reward()), evaluator, log)
+            summaries.append(run.summary(cap))
+            result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,
+                      "aggregate": aggregate(summaries, args.sides),
+                      "total_minutes": (time.perf_counter() - started) / 60.0}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # After every run, so that an interrupted benchmark keeps what it measured.
+            write_atomic(out, json.dumps(result, indent=1).encode())
+
+    print("\nper side and seed:")
+    print(f"{'side':>5} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
+          f"{'CPU min':>7} {'steps to cap':>12} {'min to cap':>10} {'CPU min to cap':>14} {'final len':>9} "
+          f"{'coll/km':>8}")
+    for s in summaries:
+        print(f"{s['side']:>5} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
+              f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {s['train_cpu_minutes']:>7.2f} "
+              f"{fmt(s['steps_to_cap']):>12} {fmt(s['minutes_to_cap']):>10} "
+              f"{fmt(s['cpu_minutes_to_cap']):>14} {s['final_mean_length']:>9.1f} "
+              f"{fmt(s['final_collisions_per_km']):>8}")
+    agg = aggregate(summaries, args.sides)
+    print("\nmean +- std over seeds (steps/minutes to cap: over the seeds that reached it):")
+    for side in args.sides:
+        a = agg[side]
+        print(f"  {side:>4}: reached cap {a['reached_cap']}/{a['seeds']}; "
+              f"steps to cap {a['steps_to_cap']['text']}; minutes to cap {a['minutes_to_cap']['text']}; "
+              f"final length {a['final_mean_length']['text']}; "
+              f"collisions/km {a['final_collisions_per_km']['text']}; utd {a['update_to_data']['text']} "
+              f"(after learning_starts {a['update_to_data_after_learning_starts']['text']}); "
+              f"train minutes {a['train_minutes']['text']}")
+    ratios = agg.get("ratio_ours_over_sb3")
+    if ratios:
+        print("  ours / SB3 (ratio of means): " + ", ".join(f"{k} {fmt(v, 3)}" for k, v in ratios.items()))
+    random_len = statistics.fmean(r["mean_length"] for r in randoms.values())
+    print(f"  random policy eval length: {random_len:.1f}")
+    print(f"written: {out} (total {(time.perf_counter() - started) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
