@@ -447,8 +447,8 @@ def test_a_held_simulator_steps_only_as_far_as_the_trainers_updates_allow(spawn,
 
 def test_hold_ratio_0_is_off_and_a_silent_trainer_only_delays_a_held_step_by_its_timeout(spawn, driver):
     free = driver("sim_free")
-    start_sim(spawn, "sim_free", *SMALL_CAMERA, "-p", "hold_update_ratio:=0.0", "-p", "hold_learning_starts:=5",
-              "-p", "update_count_topic:=/sim_free/update_count")
+    start_sim(spawn, "sim_free", *SMALL_CAMERA, "-p", "hold_update_ratio:=0.0",
+              "-p", "hold_learning_starts:=5", "-p", "update_count_topic:=/sim_free/update_count")
     free.wait(lambda: len(free.images) >= 80, 60.0, "80 frames without any update count")
 
     held = driver("sim_silent")

@@ -91,7 +91,8 @@ class SimNode(Node):
             self.create_service(Trigger, topic("reset_service"), self._on_reset,
                                 callback_group=MutuallyExclusiveCallbackGroup())
         if p.hold_update_ratio > 0.0:
-            self.create_subscription(UInt64, p.update_count_topic, self._on_update_count, qos.UPDATE_COUNT_QOS)
+            self.create_subscription(UInt64, p.update_count_topic, self._on_update_count,
+                                     qos.UPDATE_COUNT_QOS)
         self.create_timer(p.diagnostics_period, self._on_diagnostics)
 
         self._cv = threading.Condition()
@@ -250,7 +251,8 @@ class SimNode(Node):
                     self.counters["hold_timeouts"] += 1
                     self._hold_released = True
                     self.get_logger().warning(
-                        f"no new trainer update count on {self.p.update_count_topic} for {self.p.hold_timeout} s "
+                        f"no new trainer update count on {self.p.update_count_topic} for "
+                        f"{self.p.hold_timeout} s "
                         f"(have {self._trainer_updates}, step {self.counters['steps'] + 1} needs {due} at "
                         f"hold_update_ratio {self.p.hold_update_ratio:g}): stepping without holding until "
                         "the trainer counts again")
