@@ -28,7 +28,16 @@ def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     # Progress, the evaluation table next to the random policy, the stability report.
-    assert "updates" in out and "limiter" in out
+    assert "updates" in out and "limiter" in out and "upd/step" in out
+    # The effective update-to-data ratio: the trainer's updates per env step after learning_starts.
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    steps_after_start = summary["env_steps"] - 30
+    assert summary["trainer_updates"] > 0 and steps_after_start > 0
+    assert summary["effective_update_to_data_ratio"] == pytest.approx(
+        summary["trainer_updates"] / steps_after_start, rel=0.05)  # counted at the last episode's end
+    assert summary["hold_ratio"] == 0.0 and "update-to-data ratio:" in out
     assert "TD3 v" in out and "random" in out and "stability report" in out
     assert out.count("PASS") + out.count("FAIL") >= 5
     # Transitions reached the trainer and weights came back to the policy node: the policy node
