@@ -69,7 +69,8 @@ def main() -> None:
             ev = s["evaluation"] or {}
             lift = s.get("limiter_lift")
             rows.append([
-                name, seed, f"{s['effective_update_to_data_ratio']:.3f}", s["env_steps"], s["trainer_updates"],
+                name, seed, f"{s['effective_update_to_data_ratio']:.3f}", s["env_steps"],
+                s["trainer_updates"],
                 f"{capped[0]} / {capped[1]:.1f}" if capped else "not reached",
                 f"{ev.get('mean_length', 0):.1f}", f"{ev.get('mean_speed', 0):.2f}",
                 f"step {lift['env_steps']}, min {lift['wall_s'] / 60:.1f}" if lift else "active",

@@ -140,3 +140,24 @@ def test_the_policy_node_of_each_variant_accepts_the_weights_its_trainer_publish
     runtime.install(runtime.prepare(decoded, "trainer"))
     assert runtime.version == 1
     assert (policy.get("initial_action_limit", 0.6) == 0.0) == (not stabilized)
+
+
+def test_a_held_ratio_sets_the_simulators_hold_the_trainers_headroom_and_the_policys_patience(tmp_path):
+    from av_td3_ros.demo.run import DemoOptions, node_parameters
+    from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, SIM_NODE_PARAMETERS, validate_value
+
+    trainer, policy, sim = node_parameters(DemoOptions(hold_ratio=0.75, learning_starts=500), tmp_path)
+    assert (sim["hold_update_ratio"], sim["hold_learning_starts"]) == (0.75, 500)
+    assert trainer["update_to_data_ratio"] == 1.5  # never short of what the simulator waits for
+    assert policy["sensor_timeout"] == policy["route_timeout"] == 12.0  # hold_timeout 10 s + 2 s
+    specs = {s.name: s for s in (*SIM_NODE_PARAMETERS, *POLICY_NODE_PARAMETERS)}
+    for key, value in (*sim.items(), ("sensor_timeout", 12.0), ("route_timeout", 12.0)):
+        validate_value(specs[key], value)  # values the nodes accept
+    # Explicit parameters win, and 0 is off: nothing of the hold is set.
+    trainer, policy, sim = node_parameters(
+        DemoOptions(hold_ratio=0.75, trainer={"update_to_data_ratio": 0.75}, policy={"sensor_timeout": 3.0}),
+        tmp_path)
+    assert trainer["update_to_data_ratio"] == 0.75 and policy["sensor_timeout"] == 3.0
+    trainer, policy, sim = node_parameters(DemoOptions(), tmp_path)
+    assert "hold_update_ratio" not in sim and "sensor_timeout" not in policy
+    assert trainer["update_to_data_ratio"] == 1.0
