@@ -7,7 +7,9 @@ the simulator waits for the learner (sim_node hold_update_ratio) and the run kee
 runs the real nodes, one after the other (2 cores cannot run two fair trainings at once), with the
 same seed and wall budget, and prints, per ratio: the effective ratio reached, env steps and
 updates made, env steps and wall minutes to the first training episode that reaches the 300-step
-cap (exploration noise on, the figure FACTS.md quotes), and the final deterministic evaluation.
+cap three episodes in a row (exploration noise on; one early lucky episode is not learning), the
+mean training episode length per env-step bin (learning per env step), and the final deterministic
+evaluation.
 
 ONE SEED per ratio unless --seeds says more: a first look, not a result (a learning curve from one
 seed is an anecdote).
@@ -27,17 +29,37 @@ from pathlib import Path
 from av_td3_ros.demo.report import format_table
 from av_td3_ros.demo.run import DemoOptions, run_demo
 
+STEP_BINS = (0, 1000, 2000, 3000, 4500, 6000, 9000, 12000, 18000)
 
-def first_capped_episode(run_dir: Path, cap: int) -> tuple[int, float] | None:
-    """(env steps, wall minutes) when the first training episode of `cap` steps ended."""
+
+def training_episodes(run_dir: Path) -> list[dict]:
     path = run_dir / "episodes.csv"
     if not path.exists():
-        return None
+        return []
     with open(path) as handle:
-        for row in csv.DictReader(handle):
-            if int(row["length"]) >= cap:
-                return int(row["env_steps"]), float(row["wall_s"]) / 60.0
+        return list(csv.DictReader(handle))
+
+
+def first_capped_run(episodes: list[dict], cap: int, in_a_row: int = 3) -> tuple[int, float] | None:
+    """(env steps, wall minutes) at the start of the first `in_a_row` consecutive training
+    episodes of `cap` steps: one lucky early episode (it happens at policy version 1) is not
+    learning, three in a row are."""
+    run = 0
+    for i, row in enumerate(episodes):
+        run = run + 1 if int(row["length"]) >= cap else 0
+        if run == in_a_row:
+            first = episodes[i - in_a_row + 1]
+            return int(first["env_steps"]), float(first["wall_s"]) / 60.0
     return None
+
+
+def mean_length_by_steps(episodes: list[dict]) -> list[str]:
+    """Mean training episode length of the episodes that ended in each env-step bin."""
+    out = []
+    for low, high in zip(STEP_BINS, STEP_BINS[1:], strict=False):
+        lengths = [int(r["length"]) for r in episodes if low <= int(r["env_steps"]) < high]
+        out.append(f"{sum(lengths) / len(lengths):.0f}" if lengths else "-")
+    return out
 
 
 def main() -> None:
@@ -49,23 +71,31 @@ def main() -> None:
     parser.add_argument("--episode-steps", type=int, default=300, help="episode cap (300)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=f"runs/update-ratio-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser.add_argument("--keep-existing", action="store_true",
+                        help="reuse a run whose summary.json is already in --out (resume, or re-print)")
     args = parser.parse_args()
     out = Path(args.out)
-    rows = []
+    rows, curves = [], []
     for seed in args.seeds:
         for ratio in args.ratios:
             name = f"hold {ratio:g}" if ratio > 0 else "unheld"
             run_dir = out / f"ratio-{ratio:g}-seed-{seed}"
-            print(f"\n=== {name}, seed {seed}: {args.minutes:g} min ===", flush=True)
             started = time.monotonic()
-            code = run_demo(DemoOptions(minutes=args.minutes, eval_episodes=args.eval, seed=seed,
-                                        episode_steps=args.episode_steps, hold_ratio=ratio,
-                                        run_dir=str(run_dir), progress_every=30.0))
-            if code != 0:
-                rows.append([name, seed, "failed", "", "", "", "", "", ""])
-                continue
+            if args.keep_existing and (run_dir / "summary.json").exists():
+                print(f"reusing {run_dir / 'summary.json'}")
+            else:
+                print(f"\n=== {name}, seed {seed}: {args.minutes:g} min ===", flush=True)
+                code = run_demo(DemoOptions(minutes=args.minutes, eval_episodes=args.eval, seed=seed,
+                                            episode_steps=args.episode_steps, hold_ratio=ratio,
+                                            run_dir=str(run_dir), progress_every=30.0))
+                if code != 0:
+                    rows.append([name, seed, "failed", "", "", "", "", "", ""])
+                    continue
+                print(f"({(time.monotonic() - started) / 60:.1f} min with the evaluation)", flush=True)
             s = json.loads((run_dir / "summary.json").read_text())
-            capped = first_capped_episode(run_dir, args.episode_steps)
+            episodes = training_episodes(run_dir)
+            capped = first_capped_run(episodes, args.episode_steps)
+            curves.append([name, seed, *mean_length_by_steps(episodes)])
             ev = s["evaluation"] or {}
             lift = s.get("limiter_lift")
             rows.append([
@@ -75,15 +105,17 @@ def main() -> None:
                 f"{ev.get('mean_length', 0):.1f}", f"{ev.get('mean_speed', 0):.2f}",
                 f"step {lift['env_steps']}, min {lift['wall_s'] / 60:.1f}" if lift else "active",
             ])
-            print(f"({(time.monotonic() - started) / 60:.1f} min with the evaluation)", flush=True)
     print(f"\nupdate-to-data ratio, {args.minutes:g} min per run, seeds {args.seeds}"
           + (" (ONE seed: a first look, not a result)" if len(args.seeds) == 1 else ""))
     print(format_table(
         ["run", "seed", "effective ratio", "env steps", "updates",
-         f"first {args.episode_steps}-step episode: env steps / min", "eval length", "eval speed",
+         f"3 x {args.episode_steps} steps in a row from: env steps / min", "eval length", "eval speed",
          "limit lifted"],
         rows,
     ))
+    print("\nmean training episode length (exploration on) of the episodes ending in each env-step bin:")
+    print(format_table(["run", "seed", *(f"{a / 1000:g}-{b / 1000:g}k" for a, b in
+                                         zip(STEP_BINS, STEP_BINS[1:], strict=False))], curves))
     print(f"runs in {out}")
 
 
