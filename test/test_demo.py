@@ -161,3 +161,24 @@ def test_a_held_ratio_sets_the_simulators_hold_the_trainers_headroom_and_the_pol
     trainer, policy, sim = node_parameters(DemoOptions(), tmp_path)
     assert "hold_update_ratio" not in sim and "sensor_timeout" not in policy
     assert trainer["update_to_data_ratio"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_demo_with_hold_ratio_1_keeps_at_least_one_update_per_env_step(ros_env, tmp_path):
+    # Through the real chain (trainer -> /av_td3/update_count -> sim_node's hold): ~70 s here.
+    import json
+
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "av_td3_ros.cli", "demo", "--steps", "400", "--minutes", "4",
+         "--hold-ratio", "1", "--learning-starts", "100", "--batch-size", "16", "--publish-every", "20",
+         "--eval-episodes", "1", "--run-dir", str(run)],
+        env=ros_env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["hold_ratio"] == 1.0 and summary["update_to_data_ratio_cap"] == 2.0
+    # The hold is a floor (less a few steps run free while the trainer's first updates came > 10 s
+    # apart, if they did), the trainer's cap the ceiling.
+    assert 0.9 <= summary["effective_update_to_data_ratio"] <= 2.0
+    assert "held at 1" in proc.stdout
