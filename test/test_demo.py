@@ -33,10 +33,9 @@ def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the
     import json
 
     summary = json.loads((run / "summary.json").read_text())
-    steps_after_start = summary["env_steps"] - 30
-    assert summary["trainer_updates"] > 0 and steps_after_start > 0
-    assert summary["effective_update_to_data_ratio"] == pytest.approx(
-        summary["trainer_updates"] / steps_after_start, rel=0.05)  # counted at the last episode's end
+    steps_after_start = summary["env_steps_after_learning_starts"]
+    assert summary["trainer_updates"] > 0 and steps_after_start >= summary["env_steps"] - 30 > 0
+    assert summary["effective_update_to_data_ratio"] == summary["trainer_updates"] / steps_after_start
     assert summary["hold_ratio"] == 0.0 and "update-to-data ratio:" in out
     assert "TD3 v" in out and "random" in out and "stability report" in out
     assert out.count("PASS") + out.count("FAIL") >= 5

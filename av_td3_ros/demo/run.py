@@ -488,6 +488,7 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
             max((scalars[t][-1, 0] for t in L2_TAGS if t in scalars and len(scalars[t])), default=0)
         ),
         "trainer_updates": updates,
+        "env_steps_after_learning_starts": after_start,  # at the end (env_steps: at the last episode's)
         "effective_update_to_data_ratio": ratio,
         "update_to_data_ratio_cap": cap,
         "hold_ratio": opts.hold_ratio,
