@@ -38,6 +38,13 @@ def _positive(kind):
     return parse
 
 
+def _hold_ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:  # sim_node's hold_update_ratio range
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
+    return value
+
+
 def _key_values(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -60,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_positive(int), default=128)
     demo.add_argument("--learning-starts", type=_positive(int), default=1000)
     demo.add_argument("--publish-every", type=_positive(int), default=100)
+    demo.add_argument(
+        "--hold-ratio", type=_hold_ratio, default=0.0, metavar="R",
+        help="the simulator waits for the learner so the run keeps R updates per env step (0 = off: "
+             "the simulator runs as fast as the policy answers)",
+    )
     demo.add_argument(
         "--unstabilized",
         action="store_true",
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_size=args.batch_size,
             learning_starts=args.learning_starts,
             publish_every=args.publish_every,
+            hold_ratio=args.hold_ratio,
             run_dir=args.run_dir,
             stabilized=not args.unstabilized,
             progress_every=args.progress_every,

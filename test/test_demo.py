@@ -28,7 +28,15 @@ def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     # Progress, the evaluation table next to the random policy, the stability report.
-    assert "updates" in out and "limiter" in out
+    assert "updates" in out and "limiter" in out and "upd/step" in out
+    # The effective update-to-data ratio: the trainer's updates per env step after learning_starts.
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    steps_after_start = summary["env_steps_after_learning_starts"]
+    assert summary["trainer_updates"] > 0 and steps_after_start >= summary["env_steps"] - 30 > 0
+    assert summary["effective_update_to_data_ratio"] == summary["trainer_updates"] / steps_after_start
+    assert summary["hold_ratio"] == 0.0 and "update-to-data ratio:" in out
     assert "TD3 v" in out and "random" in out and "stability report" in out
     assert out.count("PASS") + out.count("FAIL") >= 5
     # Transitions reached the trainer and weights came back to the policy node: the policy node
@@ -131,3 +139,45 @@ def test_the_policy_node_of_each_variant_accepts_the_weights_its_trainer_publish
     runtime.install(runtime.prepare(decoded, "trainer"))
     assert runtime.version == 1
     assert (policy.get("initial_action_limit", 0.6) == 0.0) == (not stabilized)
+
+
+def test_a_held_ratio_sets_the_simulators_hold_the_trainers_headroom_and_the_policys_patience(tmp_path):
+    from av_td3_ros.demo.run import DemoOptions, node_parameters
+    from av_td3_ros.ros.parameters import POLICY_NODE_PARAMETERS, SIM_NODE_PARAMETERS, validate_value
+
+    trainer, policy, sim = node_parameters(DemoOptions(hold_ratio=0.75, learning_starts=500), tmp_path)
+    assert (sim["hold_update_ratio"], sim["hold_learning_starts"]) == (0.75, 500)
+    assert trainer["update_to_data_ratio"] == 1.5  # never short of what the simulator waits for
+    assert policy["sensor_timeout"] == policy["route_timeout"] == 12.0  # hold_timeout 10 s + 2 s
+    specs = {s.name: s for s in (*SIM_NODE_PARAMETERS, *POLICY_NODE_PARAMETERS)}
+    for key, value in (*sim.items(), ("sensor_timeout", 12.0), ("route_timeout", 12.0)):
+        validate_value(specs[key], value)  # values the nodes accept
+    # Explicit parameters win, and 0 is off: nothing of the hold is set.
+    trainer, policy, sim = node_parameters(
+        DemoOptions(hold_ratio=0.75, trainer={"update_to_data_ratio": 0.75}, policy={"sensor_timeout": 3.0}),
+        tmp_path)
+    assert trainer["update_to_data_ratio"] == 0.75 and policy["sensor_timeout"] == 3.0
+    trainer, policy, sim = node_parameters(DemoOptions(), tmp_path)
+    assert "hold_update_ratio" not in sim and "sensor_timeout" not in policy
+    assert trainer["update_to_data_ratio"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_demo_with_hold_ratio_1_keeps_at_least_one_update_per_env_step(ros_env, tmp_path):
+    # Through the real chain (trainer -> /av_td3/update_count -> sim_node's hold): ~70 s here.
+    import json
+
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "av_td3_ros.cli", "demo", "--steps", "400", "--minutes", "4",
+         "--hold-ratio", "1", "--learning-starts", "100", "--batch-size", "16", "--publish-every", "20",
+         "--eval-episodes", "1", "--run-dir", str(run)],
+        env=ros_env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["hold_ratio"] == 1.0 and summary["update_to_data_ratio_cap"] == 2.0
+    # The hold is a floor (less a few steps run free while the trainer's first updates came > 10 s
+    # apart, if they did), the trainer's cap the ceiling.
+    assert 0.9 <= summary["effective_update_to_data_ratio"] <= 2.0
+    assert "held at 1" in proc.stdout

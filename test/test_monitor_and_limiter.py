@@ -124,16 +124,28 @@ def healthy_actions(n, seed=0):
     return np.random.default_rng(seed).uniform(-0.8, 0.8, size=(n, 2)).astype(np.float32)
 
 
-def drive_limiter(limiter, *, l2=20.0, updates=5000, actions=None, episode_lengths=(150,) * 10):
-    """Feed `updates` updates of per-sample L2 `l2` (with 1,000 actions on the way), then
-    the episodes; returns whether the limit is still active."""
+def drive_limiter(limiter, *, l2=20.0, updates=5000, actions=None, episode_lengths=(150,) * 10,
+                  steps_per_update=1.0):
+    """Feed the episodes, then `updates` updates of per-sample L2 `l2` (with 1,000 actions on the
+    way), each after the env steps that came in since the previous one (`steps_per_update` is
+    the inverse update-to-data ratio); returns whether the limit is still active."""
     actions = healthy_actions(1000) if actions is None else actions
     for length in episode_lengths:
         limiter.record_episode(length)
     for i in range(updates):
+        limiter.observe_env_steps(int((i + 1) * steps_per_update) - int(i * steps_per_update))
         chunk = actions[(i * 250) % 1000:(i * 250) % 1000 + 250] if i < 4 else None
         limiter.observe_update(l2, chunk)
     return limiter.active
+
+
+def updates_until_lifted(limiter, steps_per_update, most=100_000):
+    drive_limiter(limiter, updates=4)  # the action window and the episodes, 4 updates
+    for i in range(most):
+        limiter.observe_env_steps(int((i + 1) * steps_per_update) - int(i * steps_per_update))
+        if limiter.observe_update(20.0):
+            return limiter.l2_streak
+    raise AssertionError("never lifted")
 
 
 def test_limiter_clips_to_60_percent_and_warns_once_per_episode(caplog):
@@ -160,16 +172,52 @@ def test_limiter_switched_off_never_limits(caplog):
 def test_limiter_lifts_when_all_criteria_hold_and_says_which(caplog):
     limiter = ActionLimiter()
     with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
-        # 4,999 healthy updates are not enough...
-        assert drive_limiter(limiter, updates=4999)
-        # ...the 5,000th is.
+        # One update per env step, as in the design: the streak's first update starts its span,
+        # so 5,000 healthy updates span 4,999 env steps, not enough...
+        assert drive_limiter(limiter, updates=5000)
+        assert limiter.l2_streak_env_steps == 4999
+        # ...the next step and update are.
+        limiter.observe_env_steps(1)
         limiter.observe_update(20.0)
     assert not limiter.active and limiter.current_limit == 0.0
     np.testing.assert_array_equal(limiter.apply(np.array([0.9, -0.9])), [0.9, -0.9])
     (lifted,) = [r.getMessage() for r in caplog.records if "lifted" in r.getMessage()]
-    for criterion in ("cnn_l2 = 5000", "saturated_share = 0", "action_std", "episode_length = 150"):
+    for criterion in ("cnn_l2 = 5001", "cnn_l2_env_steps = 5000", "saturated_share = 0", "action_std",
+                      "episode_length = 150"):
         assert criterion in lifted
-    assert lifted.count(": held") == 4
+    assert lifted.count(": held") == 5
+
+
+def test_the_healthy_span_is_5000_env_steps_at_any_update_to_data_ratio():
+    # The design's 5K steps at one update per step: ~5,000 updates.
+    assert updates_until_lifted(ActionLimiter(), steps_per_update=1.0) == 5001
+    # The demo's ~0.06 updates per step: the same 5,000 env steps are ~300 updates, where counting
+    # 5,000 updates would have waited ~80,000 env steps.
+    assert updates_until_lifted(ActionLimiter(), steps_per_update=1 / 0.06) == pytest.approx(300, abs=5)
+    # At 0.01 the span is there after 51 updates, but it takes at least 100 healthy updates.
+    limiter = ActionLimiter()
+    assert updates_until_lifted(limiter, steps_per_update=100.0) == 100
+    assert limiter.l2_streak_env_steps > 9000  # the span had long held: the floor decided
+
+
+def test_the_updates_only_criterion_is_one_setting_away():
+    # l2_env_steps 0: the streak counts updates alone (l2_updates 5000 is the literal design).
+    limiter = ActionLimiter(l2_env_steps=0, l2_updates=5000)
+    assert drive_limiter(limiter, updates=4999, steps_per_update=0.0)
+    limiter.observe_update(20.0)
+    assert not limiter.active
+
+
+def test_env_steps_before_a_healthy_streak_do_not_count_towards_it():
+    limiter = ActionLimiter()
+    limiter.observe_env_steps(100_000)  # learning_starts, or steps before any update
+    assert limiter.l2_streak_env_steps == 0
+    drive_limiter(limiter, updates=200, steps_per_update=10.0)
+    assert limiter.l2_streak_env_steps == 1990
+    limiter.observe_update(30.0)  # not below 30: the streak and its span start over
+    assert (limiter.l2_streak, limiter.l2_streak_env_steps) == (0, 0)
+    limiter.observe_env_steps(50)
+    assert limiter.l2_streak_env_steps == 0
 
 
 @pytest.mark.parametrize(
@@ -196,9 +244,10 @@ def test_limiter_stays_when_any_single_criterion_fails(failing):
     if failing == "l2_streak_broken":
         drive_limiter(limiter, updates=4000)
         limiter.observe_update(35.0)
-        assert drive_limiter(limiter, updates=4999, episode_lengths=())
+        assert drive_limiter(limiter, updates=5000, episode_lengths=())
+        limiter.observe_env_steps(1)
         limiter.observe_update(20.0)
-        assert not limiter.active  # 5,000 consecutive after the break: lifts
+        assert not limiter.active  # 5,000 env steps of healthy updates after the break: lifts
         return
     assert drive_limiter(limiter, **kwargs)
     assert drive_limiter(limiter, **{**kwargs, "episode_lengths": ()})  # still after 10,000 updates
@@ -211,9 +260,15 @@ def test_limiter_state_round_trips_and_follows_the_trainer():
     drive_limiter(limiter, updates=3000, episode_lengths=(120, 130))
     copy = ActionLimiter()
     copy.load_state_dict(limiter.state_dict())
-    assert copy.l2_streak == 3000 and list(copy.episode_lengths) == [120, 130]
+    assert copy.l2_streak == 3000 and copy.l2_streak_env_steps == 2999
+    assert list(copy.episode_lengths) == [120, 130]
     np.testing.assert_array_equal(copy.recent_actions(), limiter.recent_actions())
     assert copy.criteria() == limiter.criteria()
+
+    before_env_steps = {k: v for k, v in limiter.state_dict().items() if k != "l2_streak_env_steps"}
+    old = ActionLimiter()
+    old.load_state_dict(before_env_steps)  # a checkpoint from before the env-step span: starts it over
+    assert old.l2_streak == 3000 and old.l2_streak_env_steps == 0
 
     node_side = ActionLimiter()
     node_side.follow(0.0)

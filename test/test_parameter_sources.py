@@ -225,6 +225,7 @@ def test_the_monitor_and_the_limiter_take_every_value_from_td3config():
                        lr_cut_factor=0.25, lr_cut_cooldown=7, lr_floor=1e-5, stats_every=3,
                        weight_norms_every=9,
                        action_limiter=False, action_limit=0.4, limiter_l2_max=12.0, limiter_l2_updates=11,
+                       limiter_l2_env_steps=17,
                        limiter_saturation=0.9, limiter_max_saturated_share=0.2, limiter_min_action_std=0.3,
                        limiter_action_window=13, limiter_episode_window=4, limiter_min_episode_length=50.0)
     monitor = FeatureNormMonitor.from_config(config)
@@ -232,6 +233,7 @@ def test_the_monitor_and_the_limiter_take_every_value_from_td3config():
             monitor.cooldown, monitor.lr_floor, monitor.stats_every, monitor.weight_norms_every) == (
         10.0, 20.0, 40.0, False, 0.25, 7, 1e-5, 3, 9)
     limiter = ActionLimiter.from_config(config)
+    assert limiter.l2_env_steps == 17
     assert (limiter.enabled, limiter.limit, limiter.l2_max, limiter.l2_updates, limiter.saturation,
             limiter.max_saturated_share, limiter.min_action_std, limiter.min_episode_length) == (
         False, 0.4, 12.0, 11, 0.9, 0.2, 0.3, 50.0)

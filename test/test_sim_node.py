@@ -380,3 +380,88 @@ def test_sim_node_publishes_the_rgb_front_view_by_default_at_the_objects_json_ca
     assert np.array_equal(frame[-1, camera.width // 2], np.array(ASPHALT, dtype=np.uint8))
     sim.terminate()
     assert sim.wait(timeout=15) == 0
+
+
+# --- holding for the learner: the world waits until the trainer has made its updates ---------------
+
+class UpdateCounter:
+    """Stands in for the trainer's end of update_count_topic: a real node publishing the count."""
+
+    def __init__(self, context, topic: str):
+        from std_msgs.msg import UInt64
+
+        self.node = rclpy.create_node("update_counter", context=context)
+        self.pub = self.node.create_publisher(UInt64, topic, qos.UPDATE_COUNT_QOS)
+        self.msg_type = UInt64
+
+    def publish(self, count: int) -> None:
+        self.pub.publish(self.msg_type(data=count))
+
+    def close(self):
+        self.node.destroy_node()
+
+
+SMALL_CAMERA = ("-p", "image_width:=160", "-p", "image_height:=120")
+
+
+def _settled_count(d: Driver, quiet: float = 1.0, timeout: float = 30.0) -> int:
+    """The number of frames once none has arrived for `quiet` seconds (the simulator is held)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with d.lock:
+            n, last = len(d.images), (d.images[-1][0] if d.images else 0.0)
+        if n and time.monotonic() - last >= quiet:
+            return n
+        time.sleep(0.05)
+    raise AssertionError("the simulator never stopped: it is not holding")
+
+
+def test_a_held_simulator_steps_only_as_far_as_the_trainers_updates_allow(spawn, driver, rclpy_context):
+    role, ratio, starts = "sim_hold", 0.5, 20
+    d = driver(role)
+    counter = UpdateCounter(rclpy_context, f"/{role}/update_count")
+    try:
+        start_sim(spawn, role, *SMALL_CAMERA, "-p", f"hold_update_ratio:={ratio}",
+                  "-p", f"hold_learning_starts:={starts}", "-p", f"update_count_topic:=/{role}/update_count")
+        # Before any update: free for learning_starts steps, then held where the first update is
+        # due (step k+1 needs floor(0.5 x (k - 20)) updates: k = 22 needs one). Frames = steps + 1.
+        assert _settled_count(d) == 22 + 1
+        # The "trainer" makes 40 updates at 10/s; every one releases two steps.
+        ceiling_violations = []
+        for updates in range(1, 41):
+            counter.publish(updates)
+            time.sleep(0.1)
+            with d.lock:
+                steps = len(d.images) - 1
+            if steps > 2 * updates + 22:  # never beyond what the updates allow
+                ceiling_violations.append((updates, steps))
+        assert not ceiling_violations
+        steps = _settled_count(d) - 1
+        # Exactly where the rule stops it: 40 updates allow steps up to 2 x 40 + 22 = 102, whose
+        # ratio 40 / (102 - 20) = 0.488 is the held 0.5 less the rounding of one update's steps.
+        assert steps == 2 * 40 + 22
+        assert 0 <= ratio - 40 / (steps - starts) < 1.5 / (steps - starts)
+    finally:
+        counter.close()
+
+
+def test_hold_ratio_0_is_off_and_a_silent_trainer_only_delays_a_held_step_by_its_timeout(spawn, driver):
+    free = driver("sim_free")
+    start_sim(spawn, "sim_free", *SMALL_CAMERA, "-p", "hold_update_ratio:=0.0",
+              "-p", "hold_learning_starts:=5", "-p", "update_count_topic:=/sim_free/update_count")
+    free.wait(lambda: len(free.images) >= 80, 60.0, "80 frames without any update count")
+
+    held = driver("sim_silent")
+    sim = start_sim(spawn, "sim_silent", *SMALL_CAMERA, "-p", "hold_update_ratio:=1.0",
+                    "-p", "hold_learning_starts:=5", "-p", "hold_timeout:=1.0",
+                    "-p", "update_count_topic:=/sim_silent/update_count")
+    held.wait(lambda: len(held.images) >= 40, 60.0, "40 frames after the hold timed out")
+    with held.lock:
+        arrivals = np.array([t for t, _ in held.images])
+    gaps = np.diff(arrivals)
+    # Step 7 (after 6, the first with an update due) waited the full second, then the steps ran free.
+    assert 0.9 < gaps[6] < 3.0, gaps[:10]
+    assert np.median(gaps[8:]) < 0.3
+    sim.terminate()
+    sim.wait(timeout=15)
+    assert "no new trainer update count on /sim_silent/update_count for 1.0 s" in sim.stderr_path.read_text()

@@ -117,6 +117,13 @@ class Observer:
         self.node.create_subscription(TrainingStatus, "/av_td3/training_status", self._on_status, STATUS_QOS)
         self.node.create_subscription(PolicyWeights, "/av_td3/policy_weights", self._on_weights, WEIGHTS_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
+        from std_msgs.msg import UInt64
+
+        from av_td3_ros.ros.qos import UPDATE_COUNT_QOS
+
+        self.update_counts: list[int] = []
+        self.node.create_subscription(UInt64, "/av_td3/update_count",
+                                      lambda m: self._keep(self.update_counts, m.data), UPDATE_COUNT_QOS)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -126,6 +133,10 @@ class Observer:
     def _spin(self) -> None:
         while self.running:
             self.executor.spin_once(timeout_sec=0.05)
+
+    def _keep(self, store: list, value) -> None:
+        with self.lock:
+            store.append(value)
 
     def _on_status(self, msg) -> None:
         with self.lock:
@@ -244,8 +255,17 @@ def test_two_actor_processes_2000_transitions_zero_loss_and_newer_weights_publis
     assert decoded.version == versions[-1] and decoded.action_limit == pytest.approx(0.6)
     runtime.install(runtime.prepare(decoded, "topic"))  # the real policy-node path accepts it
 
+    # Every update is counted on /av_td3/update_count (depth 1: a slow reader may skip some, never
+    # see one out of order): the ratio 0.1 cap gives int((1900 - 64 + 1) x 0.1) = 183 for 1,900.
+    observer.wait_for(lambda: observer.update_counts[-1:] == [183], 60, "the 183rd update counted", [trainer])
+    with observer.lock:
+        counts = list(observer.update_counts)
+    assert counts == sorted(set(counts)) and counts[0] >= 1
     diag = observer.wait_for(lambda: observer.diagnostics, 10, "/diagnostics from the trainer", [trainer])
     assert diag[-1].level == b"\x00" and diag[-1].name == "trainer_node: training"
+    observer.wait_for(lambda: {(v.key, v.value) for v in observer.diagnostics[-1].values} >= {
+        ("session_updates", "183"), ("session_transitions", "1900"),
+        ("effective_update_to_data_ratio", f"{183 / (1900 - 64):.6g}")}, 10, "the effective ratio", [trainer])
     assert list(Path(tmp_path / "runs").glob("events.out.tfevents.*"))  # TensorBoard
 
     trainer.send_signal(signal.SIGTERM)

@@ -422,6 +422,29 @@ def test_episode_lengths_in_transitions_feed_the_action_limiter():
     assert list(service.learner.limiter.episode_lengths) == [6, 6, 6]
 
 
+def test_each_update_reports_the_session_count_and_the_effective_ratio_is_updates_per_step_after_the_start():
+    counts: list[int] = []
+    service = TrainingService(service_config(), on_update=counts.append)
+    feed(service, stream(episodes=1, length=7))
+    assert counts == [] and service.snapshot().effective_update_to_data_ratio == 0.0
+    feed(service, stream(episodes=3, length=11, seq=8, first_episode=1))  # 40 transitions
+    assert counts == list(range(1, 17))  # one call per update, after it
+    s = service.snapshot()
+    assert (s.session_updates, s.session_transitions, s.learning_starts) == (16, 40, 8)
+    assert s.effective_update_to_data_ratio == 16 / (40 - 8)
+
+
+def test_env_steps_learned_from_count_towards_the_limiters_healthy_span():
+    service = TrainingService(service_config())
+    feed(service, stream(episodes=1, length=7))  # before any update: no streak, no span
+    assert service.learner.limiter.l2_streak_env_steps == 0
+    feed(service, stream(episodes=1, length=11, seq=8, first_episode=1))  # updates begin
+    limiter = service.learner.limiter
+    assert limiter.l2_streak > 0 and limiter.l2_streak_env_steps == 0  # tiny fresh nets: healthy
+    feed(service, stream(episodes=2, length=11, seq=20, first_episode=2))
+    assert limiter.l2_streak_env_steps == 22  # the steps that came after the streak began
+
+
 def test_policy_lag_is_the_current_version_minus_the_transitions_version():
     service = TrainingService(service_config(learning_starts=10_000))
     service.version = 7

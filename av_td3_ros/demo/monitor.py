@@ -4,7 +4,11 @@
   the learning curve is measured from what the trainer really received;
 - /av_td3/training_status -> updates, updates/s, per-sample CNN L2, policy version, limiter;
 - /av_td3/policy_weights -> the newest weights, validated like a policy node does, then written
-  atomically to `weights_path` (the run's final weights when the demo stops).
+  atomically to `weights_path` (the run's final weights when the demo stops);
+- /av_td3/update_count -> the trainer's updates after every one, for the effective update-to-data
+  ratio (updates / env steps after learning_starts) next to the env steps counted here;
+- the moment the action limit lifted (TrainingStatus.action_limit_active turning off): wall time,
+  env steps and updates.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from pathlib import Path
 
 from av_td3_msgs.msg import PolicyWeights, TrainingStatus, Transition
 from rclpy.node import Node
+from std_msgs.msg import UInt64
 
 from av_td3_ros.atomic_file import write_atomic
 from av_td3_ros.driving.runtime import WeightsRejected
 from av_td3_ros.ros import qos
 from av_td3_ros.ros.conversions import policy_weights_from_message
 
-__all__ = ["DemoMonitor", "EpisodeRecord", "StatusSample"]
+__all__ = ["DemoMonitor", "EpisodeRecord", "LimiterLift", "StatusSample"]
 
 STATUS_KEYS = (
     "updates",
@@ -53,6 +58,15 @@ class EpisodeRecord:
 
 
 @dataclass(frozen=True)
+class LimiterLift:
+    """When the trainer's first status without an active action limit arrived."""
+
+    wall_s: float
+    env_steps: int
+    updates: int
+
+
+@dataclass(frozen=True)
 class StatusSample:
     wall_s: float
     values: dict
@@ -67,6 +81,7 @@ class DemoMonitor(Node):
         transitions_topic: str = "/av_td3/transitions",
         status_topic: str = "/av_td3/training_status",
         weights_topic: str = "/av_td3/policy_weights",
+        update_count_topic: str = "/av_td3/update_count",
     ):
         super().__init__("demo_monitor")
         self.weights_path = Path(weights_path)
@@ -80,6 +95,10 @@ class DemoMonitor(Node):
         self.status: list[StatusSample] = []
         self.weights_version = 0
         self.weights_rejected: list[str] = []
+        self.updates = 0  # the trainer's, from update_count_topic
+        self.limiter_lift: LimiterLift | None = None
+        self._limit_was_active = False
+        self.create_subscription(UInt64, update_count_topic, self._on_update_count, qos.UPDATE_COUNT_QOS)
         self.create_subscription(Transition, transitions_topic, self._on_transition, qos.TRANSITIONS_QOS)
         self.create_subscription(TrainingStatus, status_topic, self._on_status, qos.STATUS_QOS)
         self.create_subscription(PolicyWeights, weights_topic, self._on_weights, qos.WEIGHTS_QOS)
@@ -113,10 +132,25 @@ class DemoMonitor(Node):
                     )
                 )
 
+    def _on_update_count(self, msg: UInt64) -> None:
+        with self._lock:
+            self.updates = int(msg.data)
+
     def _on_status(self, msg: TrainingStatus) -> None:
         values = {key: float(getattr(msg, key)) for key in STATUS_KEYS}
         with self._lock:
             self.status.append(StatusSample(self._now(), values))
+            if msg.action_limit_active:
+                self._limit_was_active = True
+            elif self._limit_was_active and self.limiter_lift is None:
+                self.limiter_lift = LimiterLift(self._now(), self.env_steps, int(msg.updates))
+
+    def learning_progress(self) -> tuple[int, int, LimiterLift | None]:
+        """(env steps, trainer updates, when the action limit lifted or None)."""
+        with self._lock:
+            # The count topic is fresh after every update; the 1 Hz status stands in until it arrives.
+            status_updates = int(self.status[-1].values["updates"]) if self.status else 0
+            return self.env_steps, self.updates or status_updates, self.limiter_lift
 
     def _on_weights(self, msg: PolicyWeights) -> None:
         try:  # the trainer is ours, but a file we hand the user must be one a policy node accepts

@@ -67,7 +67,10 @@ class DemoOptions:
     batch_size: int = 128  # measured ~2x the updates/s of 256 here, which matters in minutes
     learning_starts: int = 1000
     publish_every: int = 100
-    update_to_data_ratio: float = 1.0
+    update_to_data_ratio: float = 1.0  # the trainer's cap (its updates can fall short of it)
+    # > 0: the simulator waits for the learner so the run keeps this many updates per env step
+    # (sim_node hold_update_ratio); 0 = the simulator runs as fast as the policy answers.
+    hold_ratio: float = 0.0
     run_dir: str = ""  # "" = runs/demo-<date>-<time>
     # False: the design's failing setup (TD3Config.unstabilized: no LayerNorm, no CNN weight decay,
     # no clipping, no LR cut, no action limit, MLP lr on the CNNs), for side-by-side comparisons.
@@ -142,7 +145,21 @@ def node_parameters(opts: DemoOptions, run_dir: Path) -> tuple[dict, dict, dict]
         **({} if opts.stabilized else {"initial_action_limit": 0.0}),  # no limiter in that variant
         **opts.policy,
     }
-    return trainer, policy, {"seed": opts.seed, **opts.sim}
+    sim = {"seed": opts.seed}
+    if opts.hold_ratio > 0.0:
+        sim.update(hold_update_ratio=opts.hold_ratio, hold_learning_starts=opts.learning_starts)
+        # The trainer's cap must not stop it short of what the simulator waits for: a few steps
+        # per episode give no transition (the frames before the new route), so it gets headroom.
+        trainer["update_to_data_ratio"] = max(opts.update_to_data_ratio, 2.0 * opts.hold_ratio)
+        # The simulated clock stops while it holds (as CARLA's in synchronous mode); the policy
+        # node's wall-clock watchdog must not take a wait for the learner as a dead simulator.
+        hold_timeout = float(opts.sim.get("hold_timeout", 10.0))
+        wait = min(60.0, hold_timeout + 2.0)
+        policy.setdefault("sensor_timeout", wait)
+        policy.setdefault("route_timeout", wait)
+        trainer.update(opts.trainer)  # an explicit trainer parameter still wins
+        policy.update(opts.policy)
+    return trainer, policy, {**sim, **opts.sim}
 
 
 def _ros_args(params: dict) -> list[str]:
@@ -289,7 +306,7 @@ def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
     failed = False
     _print(
         f"{'time':>5} {'steps':>7} {'episode':>7} {'return':>7} {'length':>6} {'speed':>5} "
-        f"{'L2 actor/critic':>15} {'updates':>7} {'upd/s':>5} {'version':>7} limiter"
+        f"{'L2 actor/critic':>15} {'updates':>7} {'upd/s':>5} {'upd/step':>8} {'version':>7} limiter"
     )
     try:
         while True:
@@ -305,9 +322,9 @@ def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
                 break
             if time.monotonic() >= next_print:
                 next_print += opts.progress_every
-                _print(_progress_line(elapsed, steps, episodes, status, version))
+                _print(_progress_line(elapsed, steps, episodes, status, version, monitor, opts))
             if elapsed >= opts.minutes * 60.0 or (opts.steps and steps >= opts.steps):
-                _print(_progress_line(elapsed, steps, episodes, status, version))
+                _print(_progress_line(elapsed, steps, episodes, status, version, monitor, opts))
                 break
     except KeyboardInterrupt:
         _print("interrupted: stopping and evaluating what was learned so far")
@@ -324,7 +341,16 @@ def _close(executor, monitor) -> tuple:
     return monitor, episodes
 
 
-def _progress_line(elapsed, steps, episodes, status, version) -> str:
+def effective_ratio(monitor, opts: DemoOptions) -> tuple[float, int, int]:
+    """(effective update-to-data ratio, updates, env steps): the trainer's updates per env step
+    taken after learning_starts, the steps before it being ones no ratio could update on."""
+    from av_td3_ros.learning.training_service import effective_update_to_data_ratio
+
+    steps, updates, _ = monitor.learning_progress()
+    return effective_update_to_data_ratio(updates, steps, opts.learning_starts), updates, steps
+
+
+def _progress_line(elapsed, steps, episodes, status, version, monitor, opts) -> str:
     last = episodes[-1] if episodes else None
     v = status.values if status is not None else {}
     limiter = (
@@ -338,7 +364,8 @@ def _progress_line(elapsed, steps, episodes, status, version) -> str:
     l2 = f"{v.get('actor_cnn_l2', 0):.1f}/{v.get('critic_cnn_l2', 0):.1f}" if v else "-"
     return (
         f"{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d} {steps:>7} {ep} {l2:>15} "
-        f"{int(v.get('updates', 0)):>7} {v.get('updates_per_second', 0):>5.1f} {version:>7} {limiter}"
+        f"{int(v.get('updates', 0)):>7} {v.get('updates_per_second', 0):>5.1f} "
+        f"{effective_ratio(monitor, opts)[0]:>8.3f} {version:>7} {limiter}"
     )
 
 
@@ -430,8 +457,27 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
         for check in checks:
             _print(f"  {check.verdict:4}  {check.name}: {check.measured}")
     plot_learning_curve(run_dir / "learning_curve.png", episodes, scalars, random_eval.mean_length)
+    ratio, updates, steps = effective_ratio(monitor, opts)
+    trainer_params, _, _ = node_parameters(opts, run_dir)
+    cap = float(trainer_params["update_to_data_ratio"])
+    after_start = max(steps - opts.learning_starts, 0)
+    learning = (
+        f"update-to-data ratio: {ratio:.3f} effective ({updates} updates / {after_start} env steps after "
+        f"learning_starts {opts.learning_starts}); cap {cap:g}; "
+        + (f"held at {opts.hold_ratio:g} (the simulator waited for the learner)" if opts.hold_ratio else
+           "not held (the simulator ran as fast as the policy answered)")
+    )
+    lift = monitor.learning_progress()[2]
+    if lift is not None:
+        limiter = (f"action limit lifted at env step {lift.env_steps}, update {lift.updates}, "
+                   f"minute {lift.wall_s / 60:.1f} of training")
+    else:
+        limiter = "action limit: " + ("still active at the end" if any(
+            s.values.get("action_limit_active") for s in monitor.status[-1:]) else "never reported active")
+    _print(f"\n{learning}\n{limiter}")
     lines = ["# av-td3 demo report", "", f"run folder: `{run_dir}`", "", "```", table, "```", ""]
     lines += [f"- {c.verdict} {c.name}: {c.measured}" for c in checks] or [f"- {why_not}"]
+    lines += [f"- {learning}", f"- {limiter}"]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     l2 = [scalars[t][:, 1] for t in L2_TAGS if t in scalars and len(scalars[t])]
     summary = {
@@ -441,6 +487,12 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
         "updates": int(
             max((scalars[t][-1, 0] for t in L2_TAGS if t in scalars and len(scalars[t])), default=0)
         ),
+        "trainer_updates": updates,
+        "env_steps_after_learning_starts": after_start,  # at the end (env_steps: at the last episode's)
+        "effective_update_to_data_ratio": ratio,
+        "update_to_data_ratio_cap": cap,
+        "hold_ratio": opts.hold_ratio,
+        "limiter_lift": None if lift is None else asdict(lift),
         "cnn_l2_max": float(np.concatenate(l2).max()) if l2 else None,
         "cnn_l2_first": float(l2[0][0]) if l2 else None,
         "evaluation": learned_eval.summary() if learned_eval is not None else None,

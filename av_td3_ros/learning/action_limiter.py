@@ -3,13 +3,26 @@
 Why: the design's tanh actor locked at steer 0.994 / throttle 1.000 while its CNN features
 exploded, and every episode crashed. The limit keeps the car drivable while the stabilizers take
 hold; it lifts only when ALL of these hold:
-  1. per-sample CNN feature L2 < 30 for 5,000 consecutive updates;
+  1. per-sample CNN feature L2 < 30 at every update over the last 5,000 environment steps learned
+     from, and over at least 100 consecutive updates (the streak restarts at any update >= 30);
   2. the actor's raw (pre-limit) actions over the last 1,000 are unsaturated: share of action
      components with |a| > 0.99 * max_action below 5%, and the std of every action dimension
      above 0.05 (a locked actor has std ~0 in each dimension);
   3. the mean length of the last 10 episodes is above 100 steps.
 Windows must be full before a criterion can hold. Once lifted it stays lifted. Switched off
 (enabled=False) it never limits anything: a final run must be able to run without it.
+
+Criterion 1 in environment steps: the design asked for healthy features over "5K steps" with one
+update per environment step, so 5,000 steps and 5,000 updates were one span: 5,000 steps of
+driving (~17 full 300-step episodes) through which every update kept the features healthy. Here
+the learner is slower than the lock-step simulator: the demo makes ~0.06 updates per env step,
+so 5,000 updates took ~80,000 env steps (~40 min), far beyond what the design meant and beyond
+every demo budget. The span is therefore counted in env steps (`l2_env_steps`, the transitions
+the trainer added to replay since the streak began), which is the design's 5K at any
+update-to-data ratio; the updates inside the span must all be healthy, and there must be at least
+`l2_updates` of them so the criterion is never vacuous (at a ratio of 1 the design's 5,000
+updates follow from the 5,000 steps; at 0.06 they are ~300). l2_env_steps = 0 gives the
+updates-only criterion (set l2_updates = 5000 for the literal design at any ratio).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ class ActionLimiterConfig(Settings):
     limit: float = setting_from(TD3Config, "action_limit")
     max_action: float = setting_from(TD3Config, "max_action")
     l2_max: float = setting_from(TD3Config, "limiter_l2_max")
+    l2_env_steps: int = setting_from(TD3Config, "limiter_l2_env_steps")
     l2_updates: int = setting_from(TD3Config, "limiter_l2_updates")
     saturation: float = setting_from(TD3Config, "limiter_saturation")
     max_saturated_share: float = setting_from(TD3Config, "limiter_max_saturated_share")
@@ -57,12 +71,14 @@ class ActionLimiter:
         self.max_action = c.max_action
         self.l2_max = c.l2_max
         self.l2_updates = c.l2_updates
+        self.l2_env_steps = c.l2_env_steps
         self.saturation = c.saturation
         self.max_saturated_share = c.max_saturated_share
         self.min_action_std = c.min_action_std
         self.min_episode_length = c.min_episode_length
         self.lifted = False
         self.l2_streak = 0  # consecutive updates with per-sample L2 below l2_max
+        self.l2_streak_env_steps = 0  # env steps learned from since that streak began
         self._actions = np.zeros((c.action_window, action_dim), np.float32)  # ring buffer
         self._next = 0
         self._count = 0
@@ -112,7 +128,19 @@ class ActionLimiter:
     # --- what the learner feeds ---------------------------------------------------------------
     def observe_l2(self, cnn_l2: float) -> None:
         """One update's per-sample CNN L2 (the larger of actor and critic CNN)."""
-        self.l2_streak = self.l2_streak + 1 if cnn_l2 < self.l2_max else 0
+        if cnn_l2 < self.l2_max:
+            self.l2_streak += 1
+        else:
+            self.l2_streak = self.l2_streak_env_steps = 0
+
+    def observe_env_steps(self, steps: int) -> None:
+        """`steps` new environment steps (transitions added to replay). They count towards
+        criterion 1 once a healthy streak has begun: the span starts at its first update."""
+        if self.active and self.l2_streak > 0:
+            self.l2_streak_env_steps += int(steps)
+
+    def _l2_streak_held(self) -> bool:
+        return self.l2_streak >= self.l2_updates and self.l2_streak_env_steps >= self.l2_env_steps
 
     def observe_actions(self, raw_actions: np.ndarray) -> None:
         """The actor's raw (pre-limit, noise-free) outputs, shape (n, action_dim)."""
@@ -158,6 +186,9 @@ class ActionLimiter:
         return {
             "cnn_l2": criterion(self.l2_streak >= self.l2_updates, self.l2_streak,
                                 f"L2 < {self.l2_max:g} for {self.l2_updates} consecutive updates"),
+            "cnn_l2_env_steps": criterion(self.l2_streak_env_steps >= self.l2_env_steps,
+                                          self.l2_streak_env_steps,
+                                          f"that streak spans {self.l2_env_steps} env steps"),
             "saturated_share": criterion(window_full and share < self.max_saturated_share, share,
                                          f"< {self.max_saturated_share:g} over {window} actions"),
             "action_std": criterion(window_full and std > self.min_action_std, std,
@@ -176,7 +207,7 @@ class ActionLimiter:
 
     def maybe_lift(self) -> bool:
         """Lift the limit if every criterion holds; returns True when it was lifted now."""
-        if not self.active or self.l2_streak < self.l2_updates:  # cheap test first
+        if not self.active or not self._l2_streak_held():  # cheap test first
             return False
         crit = self.criteria()
         if not all(c["held"] for c in crit.values()):
@@ -201,6 +232,7 @@ class ActionLimiter:
             "enabled": self.enabled,
             "lifted": self.lifted,
             "l2_streak": self.l2_streak,
+            "l2_streak_env_steps": self.l2_streak_env_steps,
             "actions": self.recent_actions(),
             "episode_lengths": list(self.episode_lengths),
             "warned_this_episode": self._warned_this_episode,
@@ -211,6 +243,8 @@ class ActionLimiter:
         self.enabled = bool(state["enabled"])
         self.lifted = bool(state["lifted"])
         self.l2_streak = int(state["l2_streak"])
+        # Checkpoints from before the env-step criterion: their streak starts its span afresh.
+        self.l2_streak_env_steps = int(state.get("l2_streak_env_steps", 0))
         self._actions[:] = 0.0
         self._next = self._count = 0
         actions = np.asarray(state["actions"], np.float32)

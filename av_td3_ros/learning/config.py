@@ -80,8 +80,15 @@ class TD3Config(Settings):
     )
     action_limit: float = setting(0.6, "the limiter's clip (at most max_action)", gt=0.0, max=1.0)
     limiter_l2_max: float = setting(30.0, "lift criterion 1: per-sample CNN L2 below this", gt=0.0)
+    # The design's "5K steps" were environment steps at one update per step; the trainer here makes
+    # far fewer updates than env steps (~0.06 per step in the demo), so the streak is measured in
+    # env steps, with a floor of updates so that it is never vacuous (action_limiter.py).
+    limiter_l2_env_steps: int = setting(
+        5000, "lift criterion 1: ... at every update over this many environment steps learned from "
+              "(the design's 5K steps; 0 = count updates only)", min=0
+    )
     limiter_l2_updates: int = setting(
-        5000, "lift criterion 1: ... for this many consecutive updates", min=0
+        100, "lift criterion 1: ... and over at least this many consecutive updates", min=0
     )
     limiter_saturation: float = setting(
         0.99, "lift criterion 2: |a| above this share of max_action counts as saturated", gt=0.0, max=1.0

@@ -166,6 +166,24 @@ class TrainingSnapshot:
     last_error: str
     policy_lag_max: int
     replay_rejected: int
+    session_updates: int = 0  # updates made by this process (a resumed run counts from 0)
+    session_transitions: int = 0  # transitions (steps) added to replay by this process
+    learning_starts: int = 0
+
+    @property
+    def effective_update_to_data_ratio(self) -> float:
+        """Updates made per env step learned from after learning_starts: the ratio that
+        `update_to_data_ratio` only caps (0 before the first update)."""
+        return effective_update_to_data_ratio(self.session_updates, self.session_transitions,
+                                              self.learning_starts)
+
+
+def effective_update_to_data_ratio(updates: int, env_steps: int, learning_starts: int) -> float:
+    """`updates` / (`env_steps` - `learning_starts`): TD3 updates made per environment step
+    taken since the learner could start (0 while none was). The steps before learning_starts
+    are excluded because no update could be made for them under any ratio."""
+    steps = env_steps - learning_starts
+    return updates / steps if steps > 0 else 0.0
 
 
 STATUS_FIELDS = tuple(f.name for f in fields(TrainingSnapshot))[: [f.name for f in fields(TrainingSnapshot)]
@@ -188,6 +206,7 @@ class TrainingService:
         config: TrainingServiceConfig,
         *,
         on_weights: Callable[[PolicyUpdate], None] | None = None,
+        on_update: Callable[[int], None] | None = None,
         learner: TD3Learner | None = None,
         replay=None,
         clock: Callable[[], float] = time.monotonic,
@@ -196,6 +215,7 @@ class TrainingService:
 
         self.config = config
         self._on_weights = on_weights
+        self._on_update = on_update  # called with the session's update count after each update
         self._clock = clock
         self.learner = learner if learner is not None else TD3Learner(config.td3)
         self.replay = replay if replay is not None else FrameReplayBuffer(
@@ -361,6 +381,7 @@ class TrainingService:
             self._session_added += 1
             lags.append(self.version - rec.policy_version)
         if lags:
+            self.learner.limiter.observe_env_steps(len(lags))  # its healthy span is in env steps
             with self._state_lock:
                 self._lags.extend(lags)
                 self._lag_max = max(self._lag_max, max(lags))
@@ -383,6 +404,8 @@ class TrainingService:
         info = self.learner.update(batch)
         self._consecutive_errors = 0
         self._session_updates += 1
+        if self._on_update is not None:
+            self._on_update(self._session_updates)
         updates = self.learner.updates
         now = self._clock()
         with self._state_lock:
@@ -546,5 +569,6 @@ class TrainingService:
             last_checkpoint_update=self._last_checkpoint_update,
             last_checkpoint_seconds=self._last_checkpoint_seconds, rollbacks=self._rollbacks,
             learner_errors=self._errors, last_error=self._last_error, policy_lag_max=lag_max,
-            replay_rejected=self._replay_rejected,
+            replay_rejected=self._replay_rejected, session_updates=self._session_updates,
+            session_transitions=self._session_added, learning_starts=self.config.learning_starts,
         )

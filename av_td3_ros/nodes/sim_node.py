@@ -18,6 +18,15 @@ manager and waypoint publisher, it answers once the simulator has reset and the 
 (nav_msgs/Path, transient local) follows `route_delay_ticks` ticks later: the first frames of the
 new episode arrive with the old route (0 = the route before the answer).
 
+Holding for the learner (`hold_update_ratio` > 0): the simulator runs as fast as the policy answers,
+far faster than a CPU learner updates, so a run's update-to-data ratio is whatever the two speeds
+make it (~0.06 in the demo). With the hold, before each step the tick thread waits until the
+trainer's update count (std_msgs/UInt64 on `update_count_topic`, published after every update)
+reaches floor(ratio x (steps - hold_learning_starts)), so the run keeps at least that ratio. A
+trainer that falls silent does not freeze the world: after `hold_timeout` wall seconds without a new
+count the step goes on, a warning is logged, `hold_timeouts` counts it, /diagnostics says WARN, and
+steps run free until the next count arrives. Env steps are the simulator's steps (a reset is not one).
+
 Threads: the simulator runs in its own tick thread (highway-env is not thread-safe, so nothing
 else touches it); the executor delivers controls and reset requests to it through a condition.
 Parameters: av_td3_ros.ros.parameters.SIM_NODE_PARAMETERS, documented in config/sim.yaml.
@@ -40,6 +49,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
+from std_msgs.msg import UInt64
 from std_srvs.srv import Trigger
 
 from av_td3_ros.ros import bridge_messages as bm
@@ -80,6 +90,9 @@ class SimNode(Node):
         if p.reset_service:
             self.create_service(Trigger, topic("reset_service"), self._on_reset,
                                 callback_group=MutuallyExclusiveCallbackGroup())
+        if p.hold_update_ratio > 0.0:
+            self.create_subscription(UInt64, p.update_count_topic, self._on_update_count,
+                                     qos.UPDATE_COUNT_QOS)
         self.create_timer(p.diagnostics_period, self._on_diagnostics)
 
         self._cv = threading.Condition()
@@ -92,8 +105,12 @@ class SimNode(Node):
         self._reset_done = threading.Event()
         self._reset_result = (0, 0)  # (episode, frame) of the last reset the service answers for
         self._stop = threading.Event()
-        self.counters = dict.fromkeys(("ticks", "resets", "control_timeouts", "controls",
-                                       "controls_between_ticks", "collisions", "lane_invasions"), 0)
+        self.counters = dict.fromkeys(("ticks", "steps", "resets", "control_timeouts", "controls",
+                                       "controls_between_ticks", "collisions", "lane_invasions",
+                                       "hold_waits", "hold_timeouts"), 0)
+        self._trainer_updates = 0  # the latest count on update_count_topic
+        self._hold_released = False  # after a hold timeout, until the trainer counts again
+        self._hold_seconds = 0.0  # wall time spent holding
         self._thread = threading.Thread(target=self._run, name="sim-ticks", daemon=True)
 
     # --- ROS side -------------------------------------------------------------------------------
@@ -120,6 +137,14 @@ class SimNode(Node):
             else:
                 self.counters["controls_between_ticks"] += 1
 
+    def _on_update_count(self, msg: UInt64) -> None:
+        with self._cv:
+            if msg.data != self._trainer_updates:
+                # A smaller count is a restarted trainer (it counts from 0 again): believe it.
+                self._trainer_updates = int(msg.data)
+                self._hold_released = False
+                self._cv.notify_all()
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._reset_done.clear()
         with self._cv:
@@ -143,6 +168,17 @@ class SimNode(Node):
         if not self._thread.is_alive() and not self._stop.is_set():
             status.level, status.message = DiagnosticStatus.ERROR, "tick thread died"
         values = dict(self.counters)
+        if self.p.hold_update_ratio > 0.0:
+            with self._cv:
+                released, updates = self._hold_released, self._trainer_updates
+            steps = self.counters["steps"] - self.p.hold_learning_starts
+            values.update(hold_update_ratio=self.p.hold_update_ratio, trainer_updates=updates,
+                          hold_seconds=round(self._hold_seconds, 3),
+                          update_to_data_ratio=round(updates / steps, 4) if steps > 0 else 0.0)
+            if released:
+                status.level = DiagnosticStatus.WARN
+                status.message = (f"not holding: no new trainer update count within hold_timeout "
+                                  f"{self.p.hold_timeout} s (last {updates})")
         if state is not None:
             values.update(frame=state.frame, episode=state.episode, episode_step=state.episode_step,
                           speed=round(state.speed, 3), on_road=state.on_road)
@@ -181,12 +217,49 @@ class SimNode(Node):
                     self._reset_result = (state.episode, state.frame)
                     self._reset_done.set()
                 else:
+                    self._hold_for_learner()
                     state = self.sim.step(throttle, steer, brake)
+                    self.counters["steps"] += 1
                 if self.p.realtime:
                     self._stop.wait(max(0.0, self.p.fixed_delta_seconds - (time.monotonic() - started)))
         except Exception as exc:  # noqa: BLE001 — reported on /diagnostics and in the log
             self.get_logger().fatal(f"simulator tick thread failed: {exc!r}")
             raise
+
+    def updates_due(self) -> int:
+        """Updates the trainer must have made before the next step: the floor, as the trainer's
+        own cap int((transitions - learning_starts + 1) x ratio) rounds, so that a trainer with
+        update_to_data_ratio >= hold_update_ratio is never waited for beyond what it owes."""
+        steps = self.counters["steps"] - self.p.hold_learning_starts
+        return int(self.p.hold_update_ratio * steps) if steps > 0 else 0
+
+    def _hold_for_learner(self) -> None:
+        due = self.updates_due()
+        if due <= 0:
+            return
+        with self._cv:
+            if self._trainer_updates >= due or self._hold_released:
+                return
+            self.counters["hold_waits"] += 1
+            started = time.monotonic()
+            deadline, seen = started + self.p.hold_timeout, self._trainer_updates
+            while (self._trainer_updates < due and not self._stop.is_set() and not self._reset_requested):
+                if self._trainer_updates != seen:  # the trainer is alive, only slow: wait on
+                    deadline, seen = time.monotonic() + self.p.hold_timeout, self._trainer_updates
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0:
+                    self.counters["hold_timeouts"] += 1
+                    self._hold_released = True
+                    self.get_logger().warning(
+                        f"no new trainer update count on {self.p.update_count_topic} for "
+                        f"{self.p.hold_timeout} s "
+                        f"(have {self._trainer_updates}, step {self.counters['steps'] + 1} needs {due} at "
+                        f"hold_update_ratio {self.p.hold_update_ratio:g}): stepping without holding until "
+                        "the trainer counts again")
+                    break
+                self._cv.wait(remaining)
+            self._hold_seconds += time.monotonic() - started
+
 
     def _driver_ready(self) -> bool:
         """A control publisher and a camera subscriber are matched, every node subscribed to the

@@ -6,6 +6,8 @@ A thin rclpy shell around `av_td3_ros.learning.training_service.TrainingService`
 - the service's learner thread fills the replay buffer, runs TD3 updates, and calls back here to
   publish PolicyWeights (RELIABLE TRANSIENT_LOCAL depth 1: a policy node that starts late gets
   the latest) every `publish_every` updates;
+- after every update the learner thread publishes the session's update count (std_msgs/UInt64 on
+  `update_count_topic`, RELIABLE TRANSIENT_LOCAL depth 1): sim_node's hold_update_ratio waits on it;
 - timers publish av_td3_msgs/TrainingStatus (no header: rqt_plot plots it against wall time) and
   /diagnostics (WARN when the per-sample CNN L2 > td3.l2_warning = 50, ERROR > td3.l2_failure = 100,
   and on lost transitions, a full queue, learner errors or a failed learner);
@@ -33,6 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import UInt64
 
 from av_td3_ros.learning.checkpoint import CheckpointError
 from av_td3_ros.learning.td3 import ArchitectureMismatch
@@ -46,7 +49,7 @@ from av_td3_ros.learning.training_service import (
 from av_td3_ros.ros.conversions import policy_weights_to_message, transition_from_message
 from av_td3_ros.ros.log import forward_python_logging
 from av_td3_ros.ros.parameters import TRAINER_NODE_PARAMETERS, InvalidParameter, declare_parameters
-from av_td3_ros.ros.qos import DIAGNOSTICS_QOS, STATUS_QOS, TRANSITIONS_QOS, WEIGHTS_QOS
+from av_td3_ros.ros.qos import DIAGNOSTICS_QOS, STATUS_QOS, TRANSITIONS_QOS, UPDATE_COUNT_QOS, WEIGHTS_QOS
 
 NODE_NAME = "trainer_node"
 HARDWARE_ID = "av_td3_trainer"
@@ -93,6 +96,8 @@ def diagnostic_status(snapshot: TrainingSnapshot, l2_warning: float, l2_failure:
         transitions_accepted=ingest.accepted, seq_gaps=ingest.gaps, out_of_order=ingest.out_of_order,
         actor_restarts=ingest.restarts, queue_depth=ingest.queue_depth, queue_capacity=ingest.queue_capacity,
         queue_high_water=ingest.queue_high_water, actors=ingest.actors,
+        session_updates=snapshot.session_updates, session_transitions=snapshot.session_transitions,
+        effective_update_to_data_ratio=snapshot.effective_update_to_data_ratio,
     )
     values.update({f"dropped.{reason}": count for reason, count in sorted(ingest.dropped_by_reason.items())})
     return DiagnosticStatus(
@@ -128,7 +133,9 @@ class TrainerNode(Node):
         self.weights_pub = self.create_publisher(PolicyWeights, p.weights_topic, WEIGHTS_QOS)
         self.status_pub = self.create_publisher(TrainingStatus, p.status_topic, STATUS_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, p.diagnostics_topic, DIAGNOSTICS_QOS)
-        self.service = TrainingService(config, on_weights=self._publish_weights)
+        self.update_count_pub = self.create_publisher(UInt64, p.update_count_topic, UPDATE_COUNT_QOS)
+        self.service = TrainingService(config, on_weights=self._publish_weights,
+                                       on_update=self._publish_update_count)
         self.service.restore()  # resume (when on and a checkpoint exists); raises if unreadable
         self._diag_name = f"{self.get_name()}: training"
         self._lost_reported = self.service.ingest.stats().lost
@@ -176,6 +183,9 @@ class TrainerNode(Node):
             f"published policy version {update.version} (update {update.updates}, "
             f"{len(msg.payload) / 1e6:.1f} MB, action_limit {update.action_limit:g}) "
             f"in {1000 * (time.perf_counter() - started):.0f} ms")
+
+    def _publish_update_count(self, session_updates: int) -> None:
+        self.update_count_pub.publish(UInt64(data=session_updates))
 
     # --- timers ----------------------------------------------------------------------------------
     def _publish_status(self) -> None:

@@ -299,6 +299,12 @@ def yaml_parameters(path: str | Path, node_key: str | None = None) -> dict[str, 
 # ----------------------------------------------------------------------------------------------
 _TOPIC = "topic name ({role_name} is replaced)"
 
+# The trainer publishes it, sim_node's hold waits on it: one spec, one default for both ends.
+UPDATE_COUNT_TOPIC = ParameterSpec(
+    "update_count_topic", "/av_td3/update_count",
+    "std_msgs/UInt64: TD3 updates the trainer has made since it started, after every update "
+    "(RELIABLE TRANSIENT_LOCAL depth 1); sim_node's hold_update_ratio waits on it")
+
 
 # TD3Config's exploration settings: the policy node's, which explores (the trainer does not).
 EXPLORATION_SETTINGS = ("exploration_noise", "exploration_schedule", "exploration_noise_final",
@@ -418,6 +424,7 @@ def _trainer_node_parameters() -> list[ParameterSpec]:
           "ed25519 private key file (PEM, 0600; `av-td3 keys`) that signs every published payload; "
           "empty = unsigned (policy nodes with weights_trust signed refuse them)"),
         P("status_topic", "/av_td3/training_status", "av_td3_msgs/TrainingStatus output (no header)"),
+        UPDATE_COUNT_TOPIC,
         P("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray output"),
         P("executor", "events",
           "rclpy executor: events (rclpy.experimental.EventsExecutor, measured faster) or single_threaded",
@@ -474,6 +481,19 @@ def _sim_node_parameters() -> list[ParameterSpec]:
           "pace ticks to fixed_delta_seconds of wall time (to watch it in rqt); false = as fast as the "
           "controls come back"),
         P("diagnostics_period", 1.0, "seconds between /diagnostics messages", min=0.05, max=60.0),
+        P("hold_update_ratio", 0.0,
+          "hold each step until the trainer has made hold_update_ratio x (env steps - "
+          "hold_learning_starts) updates (the count on update_count_topic), so a run keeps at least this "
+          "update-to-data ratio (the trainer's update_to_data_ratio caps it from above); 0 = off: tick as "
+          "fast as the controls come back", min=0.0, max=100.0),
+        P("hold_learning_starts", 1000,
+          "env steps before the hold begins: the trainer's learning_starts (it makes no update before)",
+          min=0),
+        UPDATE_COUNT_TOPIC,
+        P("hold_timeout", 10.0,
+          "wall seconds a held step waits without a new update count before it goes on (a warning, "
+          "hold_timeouts on /diagnostics, WARN until the trainer counts again; then the hold resumes)",
+          min=0.1, max=3600.0),
     ]
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "STATUS_QOS",
     "TRANSITIONS_DEPTH",
     "TRANSITIONS_QOS",
+    "UPDATE_COUNT_QOS",
     "WEIGHTS_QOS",
     "RELEASE_QOS",
     "describe",
@@ -58,6 +59,7 @@ SENSOR_QOS = _profile(10)
 EVENT_QOS = _profile(10)
 ROUTE_QOS = _profile(1, latched=True)
 WEIGHTS_QOS = _profile(1, latched=True)
+UPDATE_COUNT_QOS = _profile(1, latched=True)  # the latest count is all a held simulator needs
 TRANSITIONS_QOS = _profile(TRANSITIONS_DEPTH)
 CONTROL_QOS = _profile(10)
 # The e-stop is latched: a node (re)started after the stop was pressed still sees it.
