@@ -404,8 +404,10 @@ class UpdateCounter:
 SMALL_CAMERA = ("-p", "image_width:=160", "-p", "image_height:=120")
 
 
-def _settled_count(d: Driver, quiet: float = 1.0, timeout: float = 30.0) -> int:
-    """The number of frames once none has arrived for `quiet` seconds (the simulator is held)."""
+def _settled_count(d: Driver, quiet: float = 3.0, timeout: float = 30.0) -> int:
+    """The number of frames once none has arrived for `quiet` seconds (the simulator is held).
+    3 s: a loaded machine stalled the free-running start for over 1 s once (11 frames "settled"),
+    and a held step waits for hold_timeout (10 s) before it runs free."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with d.lock:
