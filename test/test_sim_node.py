@@ -149,7 +149,11 @@ def test_sim_node_publishes_the_bridge_contract_in_lock_step_and_resets_on_reque
     d = driver(role)
     # 400x300, not the default 800x600: on default transports the 1.9 MB frames crowd out the
     # best-effort odometry the driver (like a policy node) subscribes, so it would miss stamps.
-    sim = start_sim(spawn, role, "-p", "image_width:=400", "-p", "image_height:=300")
+    # A 5 s control timeout, not the bridge's 1 s: this test asks that every frame be answered,
+    # and a control lost under load waits for a DDS retransmission (a 1.0 s miss at frame 15 on
+    # the CI machine). How a missing control times out has its own test below.
+    sim = start_sim(spawn, role, "-p", "image_width:=400", "-p", "image_height:=300",
+                    "-p", "control_timeout:=5.0")
     d.wait(lambda: len(d.images) >= 20, 60.0, "20 answered frames")
     d.subscribe_route()  # long after the route went out
     d.wait(lambda: len(d.routes) >= 1, 10.0, "the latched route")
