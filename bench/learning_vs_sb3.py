@@ -19,6 +19,12 @@ same starts, every --eval-every env steps and at the end.
           tau 0.005, gamma 0.99, policy_delay 2) plus TD3's Gaussian exploration noise 0.1 (SB3
           adds none by default), 256x256 heads as this project's, and the same learning_starts.
 
+`--observations` (ours only) is the camera's ablation on the same seeds, budget and evaluation
+starts: `both` (image + kinematics, the node's input), `kinematics` (every frame zeroed, in training,
+replay and evaluation: the CNN sees a constant, so only the 23 values can tell the actor anything),
+`image` (the 23 kinematics zeroed). With traffic on (`--traffic 6 --random-start`) nothing in the
+kinematics reveals another car: the gap in collisions/km is what the camera is worth.
+
 Printed per side and seed and as mean +- std over seeds: env steps and training wall-clock minutes
 (evaluation excluded) to the first evaluation whose mean length reaches the cap, the final mean
 evaluation length, collisions per km, the measured update-to-data ratio, and ours / SB3 ratios.
@@ -153,14 +159,17 @@ def checkpoints(budget: int, every: int) -> list[int]:
     return [*marks, budget]
 
 
-def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Evaluator, log) -> Run:
+def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Evaluator, log,
+               observation: str = "both") -> Run:
     config = TD3Config(batch_size=DEMO.batch_size, seed=seed, encoder_grad=args.encoder_grad)
     learner = TD3Learner(config)
     replay = FrameReplayBuffer(REPLAY_CAPACITY, seed=seed)
-    run = Run("ours", seed, config.batch_size)
+    run = Run(side_label("ours", observation), seed, config.batch_size)
     env = make_env()
 
     def deterministic(frames, kinematics):  # the published actor, as the demo evaluates it
+        view = masked({"frames": frames, "kinematics": kinematics}, observation)
+        frames, kinematics = view["frames"], view["kinematics"]
         with torch.inference_mode():
             out = learner.policy(torch.as_tensor(frames)[None], torch.as_tensor(kinematics)[None])
         return out[0].numpy()
@@ -169,6 +178,7 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
         replay.start_episode(STREAM, obs["frames"][-1], obs["kinematics"])
 
     obs, _ = env.reset(seed=seed)
+    obs = masked(obs, observation)
     start(obs)
     try:
         for mark in checkpoints(args.steps, args.eval_every):
@@ -180,12 +190,13 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                     action = learner.act(obs["frames"], obs["kinematics"], explore=True,
                                          env_step=run.env_steps)
                 obs, reward, terminated, truncated, info = env.step(action)
+                obs = masked(obs, observation)
                 run.env_steps += 1
                 replay.add_step(STREAM, action, reward, obs["frames"][-1], obs["kinematics"],
                                 terminated, truncated)
                 if terminated or truncated:
                     learner.record_episode_length(info["episode_step"])
-                    obs, _ = env.reset()
+                    obs = masked(env.reset()[0], observation)
                     start(obs)
                 for _ in range(updates_owed(run.env_steps, run.updates, DEMO.learning_starts, args.utd,
                                             len(replay), config.batch_size)):
@@ -238,6 +249,20 @@ def train_sb3(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Ev
 
 
 SIDES = {"ours": train_ours, "sb3": train_sb3}
+OBSERVATIONS = ("both", "kinematics", "image")
+
+
+def masked(obs: dict, observation: str) -> dict:
+    """The agent's view of `obs` for an ablation: the part it must not see, zeroed."""
+    if observation == "kinematics":
+        return {**obs, "frames": np.zeros_like(obs["frames"])}
+    if observation == "image":
+        return {**obs, "kinematics": np.zeros_like(obs["kinematics"])}
+    return obs
+
+
+def side_label(side: str, observation: str) -> str:
+    return side if observation == "both" else f"{side}:{observation}"
 
 
 def spread(values: list[float | None]) -> str:
@@ -303,6 +328,8 @@ def main() -> None:
     parser.add_argument("--encoder-grad", choices=ENCODER_GRAD_MODES, default=TD3Config().encoder_grad,
                         help="ours: TD3Config.encoder_grad (default: the demo's)")
     parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["ours", "sb3"])
+    parser.add_argument("--observations", nargs="+", choices=OBSERVATIONS, default=["both"],
+                        help="ours: what the agent sees (the camera's ablation; see the module doc)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--out", default=f"runs/learning_vs_sb3-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()
@@ -328,6 +355,8 @@ def main() -> None:
               f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
               f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
 
+    labels = [side_label(side, o) for side in args.sides
+              for o in (args.observations if side == "ours" else ["both"])]
     summaries, randoms = [], {}
     out = Path(args.out)
     for seed in args.seeds:
@@ -339,28 +368,33 @@ def main() -> None:
         randoms[seed] = {**baseline.summary(), "km": distance_km(baseline, eval_config.fixed_delta_seconds)}
         print(f"seed {seed}: random policy eval length {baseline.mean_length:.1f}", flush=True)
         for side in args.sides:
-            run = SIDES[side](args, seed, lambda c=sim_config: DrivingEnv(c, demo_reward()), evaluator, log)
-            summaries.append(run.summary(cap))
-            result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,
-                      "aggregate": aggregate(summaries, args.sides),
-                      "total_minutes": (time.perf_counter() - started) / 60.0}
-            out.parent.mkdir(parents=True, exist_ok=True)
-            # After every run, so that an interrupted benchmark keeps what it measured.
-            write_atomic(out, json.dumps(result, indent=1).encode())
+            for observation in (args.observations if side == "ours" else ["both"]):
+                def make_env(c=sim_config):
+                    return DrivingEnv(c, demo_reward())
+
+                run = (train_ours(args, seed, make_env, evaluator, log, observation) if side == "ours"
+                       else SIDES[side](args, seed, make_env, evaluator, log))
+                summaries.append(run.summary(cap))
+                result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,
+                          "aggregate": aggregate(summaries, labels),
+                          "total_minutes": (time.perf_counter() - started) / 60.0}
+                out.parent.mkdir(parents=True, exist_ok=True)
+                # After every run, so that an interrupted benchmark keeps what it measured.
+                write_atomic(out, json.dumps(result, indent=1).encode())
 
     print("\nper side and seed:")
-    print(f"{'side':>5} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
+    print(f"{'side':>15} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
           f"{'CPU min':>7} {'steps to cap':>12} {'min to cap':>10} {'CPU min to cap':>14} {'final len':>9} "
           f"{'coll/km':>8}")
     for s in summaries:
-        print(f"{s['side']:>5} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
+        print(f"{s['side']:>15} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
               f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {s['train_cpu_minutes']:>7.2f} "
               f"{fmt(s['steps_to_cap']):>12} {fmt(s['minutes_to_cap']):>10} "
               f"{fmt(s['cpu_minutes_to_cap']):>14} {s['final_mean_length']:>9.1f} "
               f"{fmt(s['final_collisions_per_km']):>8}")
-    agg = aggregate(summaries, args.sides)
+    agg = aggregate(summaries, labels)
     print("\nmean +- std over seeds (steps/minutes to cap: over the seeds that reached it):")
-    for side in args.sides:
+    for side in labels:
         a = agg[side]
         print(f"  {side:>4}: reached cap {a['reached_cap']}/{a['seeds']}; "
               f"steps to cap {a['steps_to_cap']['text']}; minutes to cap {a['minutes_to_cap']['text']}; "
