@@ -162,6 +162,24 @@ def test_a_held_ratio_sets_the_simulators_hold_the_trainers_headroom_and_the_pol
     assert trainer["update_to_data_ratio"] == 1.0
 
 
+def test_the_evaluation_drives_in_the_world_the_run_trained_in():
+    # A run with traffic evaluated on the empty track would report collision-free driving on a
+    # task it never faced: every world setting the sim node was given reaches the evaluation.
+    from av_td3_ros.demo.run import DemoOptions, evaluation_world
+    from av_td3_ros.sim.simulator import NODE_SETTINGS, SimConfig
+
+    given = {"traffic": "6", "random_start": "true", "camera_view": "top", "image_width": "400",
+             "image_height": "300", "fixed_delta_seconds": "0.4", "initial_speed": "4.0",
+             "view_width_m": "30", "seed": "7", "hold_update_ratio": "0.5"}
+    world = evaluation_world(DemoOptions(sim=given))
+    assert (world.traffic, world.random_start, world.camera_view) == (6, True, "top")
+    assert (world.image_width, world.image_height) == (400, 300)
+    assert (world.fixed_delta_seconds, world.initial_speed, world.view_width_m) == (0.4, 4.0, 30.0)
+    assert world.seed == SimConfig().seed  # the evaluation picks its own starts
+    assert set(given) - {"seed", "hold_update_ratio"} == set(NODE_SETTINGS) - {"seed"}
+    assert evaluation_world(DemoOptions()) == SimConfig()
+
+
 @pytest.mark.slow
 def test_a_demo_with_hold_ratio_1_keeps_at_least_one_update_per_env_step(ros_env, tmp_path):
     # Through the real chain (trainer -> /av_td3/update_count -> sim_node's hold): ~70 s here.

@@ -89,17 +89,20 @@ def encoder_norm(opts: DemoOptions) -> str:
     )
 
 
-def evaluation_camera(opts: DemoOptions):
-    """The sim node's camera of this run (view and image size), so the evaluation shows the policy
-    the kind of frame it was trained on."""
-    from av_td3_ros.sim.simulator import SimConfig
+def evaluation_world(opts: DemoOptions):
+    """The sim node's world of this run: its camera (view, image size) and its task (traffic,
+    random starts, step period, start speed), so the evaluation drives the policy on what it was
+    trained on. A run with `--sim-param traffic:=6` evaluated on the empty track would report a
+    collision-free score for a task it never faced."""
+    import yaml
 
-    base = SimConfig()
-    return SimConfig(
-        camera_view=str(opts.sim.get("camera_view", base.camera_view)),
-        image_width=int(opts.sim.get("image_width", base.image_width)),
-        image_height=int(opts.sim.get("image_height", base.image_height)),
-    )
+    from av_td3_ros.sim.simulator import NODE_SETTINGS, SimConfig
+
+    # Not the seed: the evaluation picks its own starts.
+    world = set(NODE_SETTINGS) - {"seed"}
+    given = {key: yaml.safe_load(value) if isinstance(value, str) else value
+             for key, value in opts.sim.items() if key in world}
+    return SimConfig.from_namespace(given)
 
 
 def run_keys(run_dir: Path) -> tuple[Path, Path]:
@@ -403,10 +406,10 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
     reward = RewardConfig(max_episode_steps=opts.episode_steps, stuck_steps=opts.stuck_steps)
     seed = 10_000 + opts.seed  # evaluation starts differ from the training run's first ones
     _print(f"\nevaluating: {opts.eval_episodes} episodes each, same starts (seed {seed}) ...")
-    camera = evaluation_camera(opts)
+    world = evaluation_world(opts)
     random_eval = evaluate(
         random_driver(seed), "random", episodes=opts.eval_episodes, seed=seed, reward=reward,
-        sim_config=camera,
+        sim_config=world,
     )
     weights = run_dir / "weights" / "policy.safetensors"
     learned_eval, why_not = None, ""
@@ -425,7 +428,7 @@ def _evaluate_and_report(opts: DemoOptions, run_dir: Path, monitor, episodes) ->
                 episodes=opts.eval_episodes,
                 seed=seed,
                 reward=reward,
-                sim_config=camera,
+                sim_config=world,
             )
         except WeightsRejected as exc:
             why_not = f"the saved weights were rejected: {exc}"

@@ -451,7 +451,7 @@ _SIM_SHARES_WITH_POLICY = ("role_name", "camera_topic", "odometry_topic", "route
 def _sim_node_parameters() -> list[ParameterSpec]:
     """sim_node. The bridge-side topic names and the reset service are the policy node's own specs,
     so the two ends of every topic share one default. `SimConfig.from_namespace(values)`."""
-    from av_td3_ros.sim.simulator import SimConfig
+    from av_td3_ros.sim.simulator import NODE_SETTINGS, SimConfig
 
     by_name = {spec.name: spec for spec in __getattr__("POLICY_NODE_PARAMETERS")}
     P = ParameterSpec
@@ -459,9 +459,7 @@ def _sim_node_parameters() -> list[ParameterSpec]:
         *(by_name[name] for name in _SIM_SHARES_WITH_POLICY),
         P("status_topic", "/carla/status", "carla_msgs/CarlaStatus topic, one per tick"),
         P("publish_clock", True, "publish /clock (sim time) every tick, like the bridge"),
-        *parameters_from(SimConfig, only=("seed", "camera_view", "image_width", "image_height",
-                                          "view_width_m", "fixed_delta_seconds", "traffic", "random_start",
-                                          "initial_speed")),
+        *parameters_from(SimConfig, only=NODE_SETTINGS),
         P("control_timeout", 1.0,
           "wall seconds a tick waits for the control of its frame before going on with the last control "
           "(the bridge's synchronous_mode_wait_for_vehicle_control_command)", min=0.01, max=60.0),
