@@ -22,11 +22,15 @@ def test_smoke_200_steps_transitions_reach_the_trainer_and_its_weights_drive_the
     proc = subprocess.run(
         [sys.executable, "-m", "av_td3_ros.cli", "demo", "--steps", "200", "--minutes", "4",
          "--learning-starts", "30", "--batch-size", "16", "--publish-every", "10", "--eval-episodes", "1",
-         "--progress-every", "2", "--run-dir", str(run)],
+         "--progress-every", "2", "--run-dir", str(run),
+         # At its default value: a sim parameter is for sim_node, not for the monitor's rcl (which
+         # read the demo's own arguments as legacy remap rules).
+         "--sim-param", "initial_speed:=10.0"],
         env=ros_env, capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    assert "remap rule" not in out + proc.stderr
     # Progress, the evaluation table next to the random policy, the stability report.
     assert "updates" in out and "limiter" in out and "upd/step" in out
     # The effective update-to-data ratio: the trainer's updates per env step after learning_starts.

@@ -287,7 +287,9 @@ def _train(opts: DemoOptions, nodes: NodeProcesses, run_dir: Path, car: list):
     from av_td3_ros.demo.monitor import DemoMonitor
     from av_td3_ros.driving.runtime import PolicyRuntime
 
-    rclpy.init()
+    # Not sys.argv (rclpy's default): rcl would read the demo's own `--sim-param key:=value`
+    # options as legacy remap rules of the monitor node.
+    rclpy.init(args=[])
     reference = PolicyRuntime(norm=encoder_norm(opts)).reference_state_dict
     monitor = DemoMonitor(run_dir / "weights" / "policy.safetensors", reference, 64 << 20)
     executor = SingleThreadedExecutor()
