@@ -317,6 +317,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="env-step budget per side and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--traffic", type=int, default=0, help="SimConfig.traffic (IDM cars)")
+    parser.add_argument("--traffic-speed", type=float, nargs=2, default=list(SimConfig().traffic_speed),
+                        metavar=("LOW", "HIGH"), help="SimConfig.traffic_speed: the IDM cars' speed [m/s]")
     parser.add_argument("--random-start", action="store_true",
                         help="SimConfig.random_start, in training and evaluation")
     parser.add_argument("--eval-every", type=int, default=1000, help="env steps between evaluations")
@@ -345,7 +347,8 @@ def main() -> None:
     cap = demo_reward().max_episode_steps
     started = time.perf_counter()
     print(f"learning vs SB3: {args.steps} env steps, utd {args.utd}, seeds {args.seeds}, "
-          f"traffic {args.traffic}, random_start {args.random_start}, eval {args.eval_episodes} "
+          f"traffic {args.traffic} at {args.traffic_speed[0]:g}-{args.traffic_speed[1]:g} m/s, "
+          f"random_start {args.random_start}, eval {args.eval_episodes} "
           f"episodes every {args.eval_every} steps, cap {cap}; torch {torch.__version__} on "
           f"{args.threads} threads", flush=True)
 
@@ -360,8 +363,10 @@ def main() -> None:
     summaries, randoms = [], {}
     out = Path(args.out)
     for seed in args.seeds:
-        sim_config = SimConfig(traffic=args.traffic, random_start=args.random_start, seed=seed)
-        eval_config = SimConfig(traffic=args.traffic, random_start=args.random_start)
+        world = {"traffic": args.traffic, "traffic_speed": tuple(args.traffic_speed),
+                 "random_start": args.random_start}
+        sim_config = SimConfig(**world, seed=seed)
+        eval_config = SimConfig(**world)
         evaluator = Evaluator(args, seed, eval_config)
         baseline = evaluate(random_driver(seed), "random", episodes=args.eval_episodes, seed=EVAL_SEED + seed,
                             reward=demo_reward(), sim_config=eval_config)

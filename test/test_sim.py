@@ -106,6 +106,22 @@ def test_same_seed_and_actions_give_the_same_images_and_poses():
     assert any(not np.array_equal(sa.image, sc.image) for sa, sc in zip(a, c, strict=True))
 
 
+def test_traffic_drives_at_the_configured_speed_and_a_reversed_range_is_refused():
+    from av_td3_ros.config_schema import SettingError
+
+    sim = EmbeddedSimulator(SimConfig(**SMALL, traffic=4, traffic_speed=(2.0, 3.0)))
+    sim.reset(seed=5)
+    for _ in range(10):
+        sim.step(0.0, 0.0, 1.0)
+    cars = [v for v in sim._env.road.vehicles if v is not sim._env.vehicle]
+    sim.close()
+    assert len(cars) == 4
+    assert all(2.0 <= c.target_speed <= 3.0 for c in cars), [c.target_speed for c in cars]
+    assert all(c.speed <= 3.5 for c in cars), [c.speed for c in cars]  # IDM holds its target
+    with pytest.raises(SettingError, match="traffic_speed"):
+        SimConfig(traffic_speed=(5.0, 4.0))
+
+
 def test_image_is_heading_up_and_agrees_with_the_map_frame(follower):
     """Through curves (heading turning well over 90 degrees) the ego stays at the anchor pixel and
     every lane-centre route point drawn where the map-frame convention says is on asphalt."""

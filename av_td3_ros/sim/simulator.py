@@ -86,6 +86,13 @@ class SimConfig(Settings):
     simulation_frequency: float = setting(15.0, "physics substeps per second (highway-env's default)", gt=0.0)
     # 0 keeps the learning problem to lane keeping.
     traffic: int = setting(0, "other (IDM) cars on the circuit", min=0, max=20)
+    # IDM keeps its spawn speed as its target. highway-env's racetrack draws 6-9 m/s, slower than
+    # the ego's ~10.5, but a car that never brakes for them can still survive a 300-step episode by
+    # driving slower everywhere (docs/benchmarks.md section 10). Slow cars make that cost speed,
+    # so only a driver that sees them drives fast and survives.
+    traffic_speed: tuple[float, float] = setting(
+        (6.0, 9.0), "IDM cars' spawn and target speed, uniform in [low, high] [m/s]", min=0.0, max=12.0,
+    )
     seed: int = setting(0, "seed of the first reset (later resets continue its random stream)", min=0)
     # The track's speed limit is 10.
     max_speed: float = setting(12.0, "full-throttle asymptote [m/s]", gt=0.0)
@@ -111,6 +118,8 @@ class SimConfig(Settings):
         n = self.fixed_delta_seconds * self.simulation_frequency
         self.require("fixed_delta_seconds", abs(n - round(n)) <= 1e-6 and round(n) >= 1,
                      f"times simulation_frequency ({self.simulation_frequency}) must be a whole number >= 1")
+        low, high = self.traffic_speed
+        self.require("traffic_speed", low <= high, "(low, high) with low <= high")
 
     @property
     def substeps(self) -> int:
@@ -348,7 +357,9 @@ class EmbeddedSimulator:
             if any(np.linalg.norm(position - v.position) < 20.0 for v in road.vehicles):
                 continue
             # No route: IDM picks the next lane from the graph at each join, i.e. drives the loop.
-            vehicle = IDMVehicle(road, position, lane.heading_at(s), speed=6.0 + float(rng.uniform(0.0, 3.0)))
+            low, high = self.config.traffic_speed
+            speed = low + float(rng.uniform(0.0, high - low))
+            vehicle = IDMVehicle(road, position, lane.heading_at(s), speed=speed)
             road.vehicles.append(vehicle)
             spawned += 1
 
