@@ -64,7 +64,7 @@ DERIVED = [
      {"num_waypoints", "anchor_tolerance"}),
     ("SIM_NODE_PARAMETERS", "", _sim_config,
      {"ego_anchor", "simulation_frequency", "max_speed", "max_accel", "max_brake_decel", "rolling_decel",
-      "max_steer_rad"}),
+      "max_steer_rad", "traffic_speed"}),  # traffic_speed: the benches' for now, not a node parameter
 ]
 # Defaults a node sets differently from the core, on purpose (the core writes nothing by default).
 NODE_DEFAULTS = {("TRAINER_NODE_PARAMETERS", "checkpoint_dir"): "checkpoints/trainer",
