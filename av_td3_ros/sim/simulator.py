@@ -44,9 +44,9 @@ LANE_MARKING_BROKEN = 1
 LANE_MARKING_SOLID = 2
 
 CAMERA_VIEWS = ("front", "top")
-# The SimConfig settings sim_node declares as parameters (the others are the library's: e.g. the
-# camera's anchor and the episode's route length). The demo's evaluation rebuilds the run's world
-# from the same list.
+# The SimConfig settings sim_node declares as parameters (the others are the library's: the
+# camera's anchor, the vehicle dynamics, traffic_speed). The demo's evaluation rebuilds the run's
+# world from the same list.
 NODE_SETTINGS = ("seed", "camera_view", "image_width", "image_height", "view_width_m",
                  "fixed_delta_seconds", "traffic", "random_start", "initial_speed")
 _RGB_FRONT = rgb_front_camera()  # config/objects.json's camera: its image size is the default one
