@@ -358,8 +358,10 @@ def main() -> None:
               f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
               f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
 
-    labels = [side_label(side, o) for side in args.sides
-              for o in (args.observations if side == "ours" else ["both"])]
+    # (side, observation) of every run of a seed: the ablation is ours only.
+    contenders = [(side, o) for side in args.sides
+                  for o in (args.observations if side == "ours" else ["both"])]
+    labels = [side_label(side, o) for side, o in contenders]
     summaries, randoms = [], {}
     out = Path(args.out)
     for seed in args.seeds:
@@ -372,20 +374,19 @@ def main() -> None:
                             reward=demo_reward(), sim_config=eval_config)
         randoms[seed] = {**baseline.summary(), "km": distance_km(baseline, eval_config.fixed_delta_seconds)}
         print(f"seed {seed}: random policy eval length {baseline.mean_length:.1f}", flush=True)
-        for side in args.sides:
-            for observation in (args.observations if side == "ours" else ["both"]):
-                def make_env(c=sim_config):
-                    return DrivingEnv(c, demo_reward())
+        for side, observation in contenders:
+            def make_env(c=sim_config):
+                return DrivingEnv(c, demo_reward())
 
-                run = (train_ours(args, seed, make_env, evaluator, log, observation) if side == "ours"
-                       else SIDES[side](args, seed, make_env, evaluator, log))
-                summaries.append(run.summary(cap))
-                result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,
-                          "aggregate": aggregate(summaries, labels),
-                          "total_minutes": (time.perf_counter() - started) / 60.0}
-                out.parent.mkdir(parents=True, exist_ok=True)
-                # After every run, so that an interrupted benchmark keeps what it measured.
-                write_atomic(out, json.dumps(result, indent=1).encode())
+            options = {"observation": observation} if side == "ours" else {}
+            run = SIDES[side](args, seed, make_env, evaluator, log, **options)
+            summaries.append(run.summary(cap))
+            result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,
+                      "aggregate": aggregate(summaries, labels),
+                      "total_minutes": (time.perf_counter() - started) / 60.0}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # After every run, so that an interrupted benchmark keeps what it measured.
+            write_atomic(out, json.dumps(result, indent=1).encode())
 
     print("\nper side and seed:")
     print(f"{'side':>15} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
