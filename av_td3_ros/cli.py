@@ -1,6 +1,6 @@
 """av-td3: the command-line front door.
 
-    av-td3 demo [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
+    av-td3 demo [--task lap|traffic] [--minutes M] [--steps N] [--eval-episodes K] [--seed S] [--run-dir DIR]
     av-td3 drive --weights FILE [--episodes K] [--camera-view front|top] [--out drive.gif]
     av-td3 export --weights FILE.safetensors --onnx FILE.onnx [--norm layer|none]
     av-td3 keys --out DIR [--name trainer] | --dds-keystore DIR
@@ -26,6 +26,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from av_td3_ros.demo.tasks import DEMO_TASKS
 
 
 def _positive(kind):
@@ -59,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="av-td3", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="drive and learn in the embedded simulator, then evaluate and report")
+    demo.add_argument("--task", choices=sorted(DEMO_TASKS), default="lap",
+                      help="lap: the empty racetrack; traffic: slow IDM cars only the camera shows "
+                           "(av_td3_ros/demo/tasks.py; --sim-param overrides its values)")
     demo.add_argument("--minutes", type=_positive(float), default=12.0, help="training budget [min] (12)")
     demo.add_argument("--steps", type=int, default=0, help="environment-step budget; 0 = time only")
     demo.add_argument("--eval-episodes", type=_positive(int), default=10, help="evaluation episodes (10)")
@@ -122,29 +127,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def demo_options(args: argparse.Namespace):
+    """DemoOptions of `av-td3 demo ...`: the task's sim parameters under the user's --sim-param."""
+    from av_td3_ros.demo.run import DemoOptions
+
+    return DemoOptions(
+        minutes=args.minutes,
+        steps=args.steps,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        episode_steps=args.episode_steps,
+        batch_size=args.batch_size,
+        learning_starts=args.learning_starts,
+        publish_every=args.publish_every,
+        hold_ratio=args.hold_ratio,
+        run_dir=args.run_dir,
+        stabilized=not args.unstabilized,
+        progress_every=args.progress_every,
+        trainer=_key_values(args.trainer_param),
+        policy=_key_values(args.policy_param),
+        sim={**DEMO_TASKS[args.task], **_key_values(args.sim_param)},
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from av_td3_ros.demo.run import DemoOptions, run_demo
+        from av_td3_ros.demo.run import run_demo
 
-        opts = DemoOptions(
-            minutes=args.minutes,
-            steps=args.steps,
-            eval_episodes=args.eval_episodes,
-            seed=args.seed,
-            episode_steps=args.episode_steps,
-            batch_size=args.batch_size,
-            learning_starts=args.learning_starts,
-            publish_every=args.publish_every,
-            hold_ratio=args.hold_ratio,
-            run_dir=args.run_dir,
-            stabilized=not args.unstabilized,
-            progress_every=args.progress_every,
-            trainer=_key_values(args.trainer_param),
-            policy=_key_values(args.policy_param),
-            sim=_key_values(args.sim_param),
-        )
-        sys.exit(run_demo(opts))
+        sys.exit(run_demo(demo_options(args)))
     if args.command == "keys":
         if args.dds_keystore:
             sys.exit(make_dds_keystore(Path(args.dds_keystore)))

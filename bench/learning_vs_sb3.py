@@ -160,11 +160,13 @@ def checkpoints(budget: int, every: int) -> list[int]:
 
 
 def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: Evaluator, log,
-               observation: str = "both") -> Run:
-    config = TD3Config(batch_size=DEMO.batch_size, seed=seed, encoder_grad=args.encoder_grad)
+               observation: str = "both", recipe: str = "default") -> Run:
+    config = TD3Config(**{"batch_size": DEMO.batch_size, "seed": seed, "encoder_grad": args.encoder_grad,
+                          **recipe_overrides(recipe, args.steps)})
+    config.validate()
     learner = TD3Learner(config)
     replay = FrameReplayBuffer(REPLAY_CAPACITY, seed=seed)
-    run = Run(side_label("ours", observation), seed, config.batch_size)
+    run = Run(side_label("ours", observation, recipe), seed, config.batch_size)
     env = make_env()
 
     def deterministic(frames, kinematics):  # the published actor, as the demo evaluates it
@@ -252,6 +254,26 @@ SIDES = {"ours": train_ours, "sb3": train_sb3}
 OBSERVATIONS = ("both", "kinematics", "image")
 
 
+def recipe_overrides(name: str, budget: int) -> dict:
+    """TD3Config overrides of one issue-14 recipe part (ours only), each measured alone against
+    `default` on the same seeds. Values are DrQ-v2's where it has one; the noise decay is scaled
+    from its 500k-frame schedule to this run's budget (0.3 -> 0.05 over the first half)."""
+    parts = {
+        "default": {},
+        "shift": {"augment_pad": 4},
+        "nstep3": {"n_step": 3},
+        "noise-decay": {"exploration_schedule": "linear", "exploration_noise": 0.3,
+                        "exploration_noise_final": 0.05, "exploration_decay_steps": max(1, budget // 2)},
+        "critic-only": {"encoder_grad": "critic_only"},
+    }
+    if name == "drq":  # every part at once
+        return {k: v for part in parts.values() for k, v in part.items()}
+    return parts[name]
+
+
+RECIPES = ("default", "shift", "nstep3", "noise-decay", "critic-only", "drq")
+
+
 def masked(obs: dict, observation: str) -> dict:
     """The agent's view of `obs` for an ablation: the part it must not see, zeroed."""
     if observation == "kinematics":
@@ -261,8 +283,9 @@ def masked(obs: dict, observation: str) -> dict:
     return obs
 
 
-def side_label(side: str, observation: str) -> str:
-    return side if observation == "both" else f"{side}:{observation}"
+def side_label(side: str, observation: str, recipe: str = "default") -> str:
+    label = side if observation == "both" else f"{side}:{observation}"
+    return label if recipe == "default" else f"{label}+{recipe}"
 
 
 def spread(values: list[float | None]) -> str:
@@ -332,6 +355,9 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["ours", "sb3"])
     parser.add_argument("--observations", nargs="+", choices=OBSERVATIONS, default=["both"],
                         help="ours: what the agent sees (the camera's ablation; see the module doc)")
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=["default"],
+                        help="ours: recipe parts, each alone on top of the defaults (drq = all of them); "
+                             "see recipe_overrides")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--out", default=f"runs/learning_vs_sb3-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()
@@ -358,10 +384,11 @@ def main() -> None:
               f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
               f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
 
-    # (side, observation) of every run of a seed: the ablation is ours only.
-    contenders = [(side, o) for side in args.sides
-                  for o in (args.observations if side == "ours" else ["both"])]
-    labels = [side_label(side, o) for side, o in contenders]
+    # (side, observation, recipe) of every run of a seed: the ablation and the recipe are ours only.
+    contenders = [(side, o, r) for side in args.sides
+                  for o in (args.observations if side == "ours" else ["both"])
+                  for r in (args.recipes if side == "ours" else ["default"])]
+    labels = [side_label(*contender) for contender in contenders]
     summaries, randoms = [], {}
     out = Path(args.out)
     for seed in args.seeds:
@@ -374,11 +401,11 @@ def main() -> None:
                             reward=demo_reward(), sim_config=eval_config)
         randoms[seed] = {**baseline.summary(), "km": distance_km(baseline, eval_config.fixed_delta_seconds)}
         print(f"seed {seed}: random policy eval length {baseline.mean_length:.1f}", flush=True)
-        for side, observation in contenders:
+        for side, observation, recipe in contenders:
             def make_env(c=sim_config):
                 return DrivingEnv(c, demo_reward())
 
-            options = {"observation": observation} if side == "ours" else {}
+            options = {"observation": observation, "recipe": recipe} if side == "ours" else {}
             run = SIDES[side](args, seed, make_env, evaluator, log, **options)
             summaries.append(run.summary(cap))
             result = {"args": vars(args), "cap": cap, "random": randoms, "runs": summaries,

@@ -172,16 +172,33 @@ def test_the_evaluation_drives_in_the_world_the_run_trained_in():
     from av_td3_ros.demo.run import DemoOptions, evaluation_world
     from av_td3_ros.sim.simulator import NODE_SETTINGS, SimConfig
 
-    given = {"traffic": "6", "random_start": "true", "camera_view": "top", "image_width": "400",
+    given = {"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true", "camera_view": "top", "image_width": "400",
              "image_height": "300", "fixed_delta_seconds": "0.4", "initial_speed": "4.0",
              "view_width_m": "30", "seed": "7", "hold_update_ratio": "0.5"}
     world = evaluation_world(DemoOptions(sim=given))
     assert (world.traffic, world.random_start, world.camera_view) == (6, True, "top")
+    assert world.traffic_speed == (3.0, 5.0)
     assert (world.image_width, world.image_height) == (400, 300)
     assert (world.fixed_delta_seconds, world.initial_speed, world.view_width_m) == (0.4, 4.0, 30.0)
     assert world.seed == SimConfig().seed  # the evaluation picks its own starts
     assert set(given) - {"seed", "hold_update_ratio"} == set(NODE_SETTINGS) - {"seed"}
     assert evaluation_world(DemoOptions()) == SimConfig()
+
+
+def test_the_traffic_task_reaches_the_sim_node_and_the_evaluation_and_a_sim_param_still_wins(tmp_path):
+    # `--task traffic` reaches the sim node and the evaluation alike; a --sim-param on top of it
+    # changes only its own key.
+    from av_td3_ros.cli import _parser, demo_options
+    from av_td3_ros.demo.run import evaluation_world, node_parameters
+    from av_td3_ros.sim.simulator import SimConfig
+
+    lap = demo_options(_parser().parse_args(["demo"]))
+    assert evaluation_world(lap) == SimConfig()
+    opts = demo_options(_parser().parse_args(["demo", "--task", "traffic", "--sim-param", "traffic:=3"]))
+    world = evaluation_world(opts)
+    assert (world.traffic, world.traffic_speed, world.random_start) == (3, (3.0, 5.0), True)
+    sim = node_parameters(opts, tmp_path)[2]
+    assert (sim["traffic"], sim["traffic_speed"], sim["random_start"]) == ("3", "[3.0, 5.0]", "true")
 
 
 @pytest.mark.slow

@@ -106,7 +106,7 @@ def test_same_seed_and_actions_give_the_same_images_and_poses():
     assert any(not np.array_equal(sa.image, sc.image) for sa, sc in zip(a, c, strict=True))
 
 
-def test_traffic_drives_at_the_configured_speed_and_a_reversed_range_is_refused():
+def test_traffic_drives_at_the_configured_speed_and_a_range_that_is_not_low_high_is_refused():
     from av_td3_ros.config_schema import SettingError
 
     sim = EmbeddedSimulator(SimConfig(**SMALL, traffic=4, traffic_speed=(2.0, 3.0)))
@@ -120,6 +120,11 @@ def test_traffic_drives_at_the_configured_speed_and_a_reversed_range_is_refused(
     assert all(c.speed <= 3.5 for c in cars), [c.speed for c in cars]  # IDM holds its target
     with pytest.raises(SettingError, match="traffic_speed"):
         SimConfig(traffic_speed=(5.0, 4.0))
+    # a ROS array parameter of any length reaches here (sim_node -p traffic_speed:=[5.0])
+    for wrong_length in ([5.0], [3.0, 4.0, 5.0]):
+        with pytest.raises(SettingError, match="two speeds"):
+            SimConfig(traffic_speed=wrong_length)
+    assert SimConfig(traffic_speed=[3, 5]).traffic_speed == (3.0, 5.0)
 
 
 def test_image_is_heading_up_and_agrees_with_the_map_frame(follower):

@@ -45,10 +45,10 @@ LANE_MARKING_SOLID = 2
 
 CAMERA_VIEWS = ("front", "top")
 # The SimConfig settings sim_node declares as parameters (the others are the library's: the
-# camera's anchor, the vehicle dynamics, traffic_speed). The demo's evaluation rebuilds the run's
-# world from the same list.
+# camera's anchor, the vehicle dynamics). The demo's evaluation rebuilds the run's world from the
+# same list.
 NODE_SETTINGS = ("seed", "camera_view", "image_width", "image_height", "view_width_m",
-                 "fixed_delta_seconds", "traffic", "random_start", "initial_speed")
+                 "fixed_delta_seconds", "traffic", "traffic_speed", "random_start", "initial_speed")
 _RGB_FRONT = rgb_front_camera()  # config/objects.json's camera: its image size is the default one
 
 
@@ -118,8 +118,9 @@ class SimConfig(Settings):
         n = self.fixed_delta_seconds * self.simulation_frequency
         self.require("fixed_delta_seconds", abs(n - round(n)) <= 1e-6 and round(n) >= 1,
                      f"times simulation_frequency ({self.simulation_frequency}) must be a whole number >= 1")
+        self.require("traffic_speed", len(self.traffic_speed) == 2, "two speeds: [low, high]")
         low, high = self.traffic_speed
-        self.require("traffic_speed", low <= high, "(low, high) with low <= high")
+        self.require("traffic_speed", low <= high, "[low, high] with low <= high")
 
     @property
     def substeps(self) -> int:
