@@ -172,9 +172,9 @@ def test_the_evaluation_drives_in_the_world_the_run_trained_in():
     from av_td3_ros.demo.run import DemoOptions, evaluation_world
     from av_td3_ros.sim.simulator import NODE_SETTINGS, SimConfig
 
-    given = {"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true", "camera_view": "top", "image_width": "400",
-             "image_height": "300", "fixed_delta_seconds": "0.4", "initial_speed": "4.0",
-             "view_width_m": "30", "seed": "7", "hold_update_ratio": "0.5"}
+    given = {"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true", "camera_view": "top",
+             "image_width": "400", "image_height": "300", "fixed_delta_seconds": "0.4",
+             "initial_speed": "4.0", "view_width_m": "30", "seed": "7", "hold_update_ratio": "0.5"}
     world = evaluation_world(DemoOptions(sim=given))
     assert (world.traffic, world.random_start, world.camera_view) == (6, True, "top")
     assert world.traffic_speed == (3.0, 5.0)
