@@ -104,9 +104,9 @@ def test_the_learner_shifts_obs_and_next_obs_independently_and_leaves_the_batch_
     np.testing.assert_array_equal(batch.next_frames, coordinate_frames(batch_size).numpy())
 
 
-def test_augmentation_is_off_by_default_and_the_learner_then_reads_the_frames_as_sampled():
-    assert TD3Config().augment_pad == 0
-    agent = TD3Learner(TD3Config(seed=0, batch_size=4))
+def test_augmentation_is_on_by_default_and_pad_0_makes_the_learner_read_the_frames_as_sampled():
+    assert TD3Config().augment_pad == 4
+    agent = TD3Learner(TD3Config(seed=0, batch_size=4, augment_pad=0))
     seen = []
     agent.critic_encoder.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     frames = coordinate_frames(4).numpy()

@@ -296,13 +296,13 @@ def test_while_the_limit_is_active_the_actor_learns_the_executed_action_and_does
 
 
 # ----------------------------------------------------------------------------------------------
-# Recipe options (issue 14): off by default; n-step targets; exploration through Exploration.
+# Recipe options (issue 14): random shift on, the rest off by default; n-step targets; exploration.
 # ----------------------------------------------------------------------------------------------
 
 
-def test_recipe_options_are_off_by_default_and_validated():
+def test_random_shift_is_the_only_recipe_option_on_by_default_and_all_are_validated():
     c = TD3Config()
-    assert (c.augment_pad, c.n_step, c.exploration_schedule) == (0, 1, "constant")
+    assert (c.augment_pad, c.n_step, c.exploration_schedule) == (4, 1, "constant")
     for bad, message in ((dict(augment_pad=-1), "augment_pad"), (dict(augment_pad=43), "augment_pad"),
                          (dict(n_step=0), "n_step"), (dict(n_step=2.5), "n_step")):
         with pytest.raises(ValueError, match=rf"TD3Config.{message} = "):
