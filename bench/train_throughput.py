@@ -7,15 +7,16 @@ defaults: LayerNorm, CNN weight decay, grad clipping on four parts, feature-norm
 limiter). SB3: TD3 "CnnPolicy" (its NatureCNN, separate actor and critic extractors, the same
 256x256 heads) on a (4, 84, 84) uint8 Box observation. Contenders take turns for several rounds
 (other jobs on a shared machine then slow them alike); each reports its median round.
-`--augment` adds both modes with random-shift augmentation (TD3Config.augment_pad=4) and
-`--n-step` both modes with n-step returns (TD3Config.n_step=3): the cost of those recipe options.
+The default learner shifts its frames (TD3Config.augment_pad=4); `--no-augment` adds both modes
+without it and `--n-step` both modes with n-step returns (TD3Config.n_step=3): what those recipe
+options cost.
 
 SB3 is a bench-only extra (requirements/bench.txt), never a runtime dependency:
     .venv/bin/pip install -c requirements/constraints.txt -r requirements/bench.txt
 Without it the SB3 column is skipped with a message.
 
 Usage: python bench/train_throughput.py [--rounds 5] [--updates 8] [--batch 256] [--threads N]
-                                        [--augment] [--n-step]
+                                        [--no-augment] [--n-step]
 The last line printed is the ratio to SB3.
 """
 
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (default: cores)")
-    parser.add_argument("--augment", action="store_true", help="also both modes with augment_pad=4")
+    parser.add_argument("--no-augment", action="store_true", help="also both modes with augment_pad=0")
     parser.add_argument("--n-step", action="store_true", help="also both modes with n_step=3")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,8 +115,8 @@ def main() -> None:
           f"{args.rounds} rounds x {args.updates} updates")
 
     variants: dict[str, dict] = {"": {}}
-    if args.augment:
-        variants[" +aug"] = {"augment_pad": 4}
+    if args.no_augment:
+        variants[" -aug"] = {"augment_pad": 0}
     if args.n_step:
         variants[" +n3"] = {"n_step": 3}
     contenders: dict[str, Callable[[int], None]] = {
