@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="drive and learn in the embedded simulator, then evaluate and report")
     demo.add_argument("--task", choices=sorted(DEMO_TASKS), default="lap",
                       help="lap: the empty racetrack; traffic: slow IDM cars only the camera shows "
-                           "(av_td3_ros/demo/tasks.py; --sim-param overrides its values)")
+                           "(av_td3_ros/demo/tasks.py; --sim-param / --trainer-param override its values)")
     demo.add_argument("--minutes", type=_positive(float), default=12.0, help="training budget [min] (12)")
     demo.add_argument("--steps", type=int, default=0, help="environment-step budget; 0 = time only")
     demo.add_argument("--eval-episodes", type=_positive(int), default=10, help="evaluation episodes (10)")
@@ -128,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def demo_options(args: argparse.Namespace):
-    """DemoOptions of `av-td3 demo ...`: the task's sim parameters under the user's --sim-param."""
+    """DemoOptions of `av-td3 demo ...`: the task's parameters under the user's --sim-param and
+    --trainer-param."""
     from av_td3_ros.demo.run import DemoOptions
 
     return DemoOptions(
@@ -144,9 +145,9 @@ def demo_options(args: argparse.Namespace):
         run_dir=args.run_dir,
         stabilized=not args.unstabilized,
         progress_every=args.progress_every,
-        trainer=_key_values(args.trainer_param),
+        trainer={**DEMO_TASKS[args.task]["trainer"], **_key_values(args.trainer_param)},
         policy=_key_values(args.policy_param),
-        sim={**DEMO_TASKS[args.task], **_key_values(args.sim_param)},
+        sim={**DEMO_TASKS[args.task]["sim"], **_key_values(args.sim_param)},
     )
 
 

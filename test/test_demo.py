@@ -185,9 +185,9 @@ def test_the_evaluation_drives_in_the_world_the_run_trained_in():
     assert evaluation_world(DemoOptions()) == SimConfig()
 
 
-def test_the_traffic_task_reaches_the_sim_node_and_the_evaluation_and_a_sim_param_still_wins(tmp_path):
-    # `--task traffic` reaches the sim node and the evaluation alike; a --sim-param on top of it
-    # changes only its own key.
+def test_the_traffic_task_reaches_sim_node_trainer_and_evaluation_and_a_param_still_wins(tmp_path):
+    # `--task traffic` reaches the sim node, the trainer and the evaluation alike; a --sim-param or
+    # --trainer-param on top of it changes only its own key.
     from av_td3_ros.cli import _parser, demo_options
     from av_td3_ros.demo.run import evaluation_world, node_parameters
     from av_td3_ros.sim.simulator import SimConfig
@@ -197,8 +197,13 @@ def test_the_traffic_task_reaches_the_sim_node_and_the_evaluation_and_a_sim_para
     opts = demo_options(_parser().parse_args(["demo", "--task", "traffic", "--sim-param", "traffic:=3"]))
     world = evaluation_world(opts)
     assert (world.traffic, world.traffic_speed, world.random_start) == (3, (3.0, 5.0), True)
-    sim = node_parameters(opts, tmp_path)[2]
+    trainer, _, sim = node_parameters(opts, tmp_path)
     assert (sim["traffic"], sim["traffic_speed"], sim["random_start"]) == ("3", "[3.0, 5.0]", "true")
+    assert trainer["td3.augment_pad"] == "0"  # the task's recipe (demo/tasks.py)
+    assert "td3.augment_pad" not in node_parameters(lap, tmp_path)[0]  # the lap keeps the default
+    shifted = demo_options(_parser().parse_args(["demo", "--task", "traffic", "--trainer-param",
+                                                 "td3.augment_pad:=4"]))
+    assert node_parameters(shifted, tmp_path)[0]["td3.augment_pad"] == "4"
 
 
 @pytest.mark.slow
