@@ -257,21 +257,24 @@ OBSERVATIONS = ("both", "kinematics", "image")
 def recipe_overrides(name: str, budget: int) -> dict:
     """TD3Config overrides of one issue-14 recipe part (ours only), each measured alone against
     `default` on the same seeds. Values are DrQ-v2's where it has one; the noise decay is scaled
-    from its 500k-frame schedule to this run's budget (0.3 -> 0.05 over the first half)."""
+    from its 500k-frame schedule to this run's budget (0.3 -> 0.05 over the first half). The
+    default shifts frames (augment_pad 4) since section 11 of docs/benchmarks.md: `shift` is then
+    the default itself, `no-shift` the part switched off."""
     parts = {
         "default": {},
         "shift": {"augment_pad": 4},
+        "no-shift": {"augment_pad": 0},
         "nstep3": {"n_step": 3},
         "noise-decay": {"exploration_schedule": "linear", "exploration_noise": 0.3,
                         "exploration_noise_final": 0.05, "exploration_decay_steps": max(1, budget // 2)},
         "critic-only": {"encoder_grad": "critic_only"},
     }
     if name == "drq":  # every part at once
-        return {k: v for part in parts.values() for k, v in part.items()}
+        return {k: v for part_name, part in parts.items() if part_name != "no-shift" for k, v in part.items()}
     return parts[name]
 
 
-RECIPES = ("default", "shift", "nstep3", "noise-decay", "critic-only", "drq")
+RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "drq")
 
 
 def masked(obs: dict, observation: str) -> dict:
