@@ -145,9 +145,9 @@ def demo_options(args: argparse.Namespace):
         run_dir=args.run_dir,
         stabilized=not args.unstabilized,
         progress_every=args.progress_every,
-        trainer={**DEMO_TASKS[args.task]["trainer"], **_key_values(args.trainer_param)},
+        trainer={**DEMO_TASKS[args.task].trainer, **_key_values(args.trainer_param)},
         policy=_key_values(args.policy_param),
-        sim={**DEMO_TASKS[args.task]["sim"], **_key_values(args.sim_param)},
+        sim={**DEMO_TASKS[args.task].sim, **_key_values(args.sim_param)},
     )
 
 

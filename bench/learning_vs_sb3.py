@@ -269,8 +269,9 @@ def recipe_overrides(name: str, budget: int) -> dict:
                         "exploration_noise_final": 0.05, "exploration_decay_steps": max(1, budget // 2)},
         "critic-only": {"encoder_grad": "critic_only"},
     }
-    if name == "drq":  # every part at once
-        return {k: v for part_name, part in parts.items() if part_name != "no-shift" for k, v in part.items()}
+    if name == "drq":  # every part switched on at once
+        on = ("shift", "nstep3", "noise-decay", "critic-only")
+        return {k: v for part in on for k, v in parts[part].items()}
     return parts[name]
 
 

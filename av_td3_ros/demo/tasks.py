@@ -16,10 +16,21 @@ Values are strings, as `--sim-param KEY:=VALUE` gives them (YAML, like `ros2 run
 
 from __future__ import annotations
 
-DEMO_TASKS: dict[str, dict[str, dict[str, str]]] = {
-    "lap": {"sim": {}, "trainer": {}},
-    "traffic": {
-        "sim": {"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true"},
-        "trainer": {"td3.augment_pad": "0"},
-    },
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """Parameter overrides of one task: sim_node's and trainer_node's."""
+
+    sim: dict[str, str] = field(default_factory=dict)
+    trainer: dict[str, str] = field(default_factory=dict)
+
+
+DEMO_TASKS: dict[str, DemoTask] = {
+    "lap": DemoTask(),
+    "traffic": DemoTask(
+        sim={"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true"},
+        trainer={"td3.augment_pad": "0"},
+    ),
 }
