@@ -220,9 +220,9 @@ def test_without_a_control_a_tick_times_out_like_the_bridge_and_goes_on(spawn, d
     # The first tick waits for a control publisher: the driver has one, it just never answers.
     sim = start_sim(spawn, role, "-p", "control_timeout:=0.3")
     d.wait(lambda: len(d.images) >= 4, 60.0, "4 unanswered frames")
-    with d.lock:
-        arrivals = [t for t, _ in d.images]
-    gaps = np.diff(arrivals)
+    with d.lock:  # when sim_node published each frame, not when DDS delivered it (jitter)
+        published = sorted(t for t, k, _ in d.published if k == "camera")
+    gaps = np.diff(published) / 1e9
     assert np.all(gaps > 0.25), gaps  # each tick waited its full timeout for the missing control
     sim.terminate()
     sim.wait(timeout=15)
@@ -248,21 +248,27 @@ def _frames(published, dt_ns: int = 200_000_000) -> dict[int, list[tuple[int, st
 def test_each_tick_publishes_the_camera_then_odometry_then_the_events_like_the_bridge(spawn, driver):
     role = "sim_order"
     d = driver(role, steer=1.0)  # full lock: the car leaves its lane within a few ticks
-    sim = start_sim(spawn, role)
-    d.wait(lambda: any(k == "lane_invasion" for _, k, _ in d.published) and len(d.images) >= 10,
-           90.0, "a lane invasion")
+    # 400x300 like the contract test: 800x600 frames on default transports crowd out the
+    # best-effort odometry, and a frame whose odometry was dropped cannot show the order (a CI
+    # run kept 1 complete frame of ~10 at 800x600).
+    sim = start_sim(spawn, role, "-p", "image_width:=400", "-p", "image_height:=300")
+
+    def complete(frames):
+        return {f: m for f, m in frames.items() if {"clock", "camera", "odometry"} <= {k for _, k in m}}
+
+    d.wait(lambda: any(k == "lane_invasion" for _, k, _ in d.published)
+           and len(complete(_frames(d.published))) >= 8, 90.0, "a lane invasion and 8 complete frames")
     with d.lock:
         frames = _frames(d.published)
         statuses = sorted(t for t, k, _ in d.published if k == "status")
     rank = {"clock": 0, "camera": 1, "odometry": 2, "collision": 3, "lane_invasion": 3}
     checked = 0
-    for frame, messages in frames.items():
+    for frame, messages in complete(frames).items():
         kinds = [k for _, k in messages]
-        if {"clock", "camera", "odometry"} <= set(kinds):
-            assert [rank[k] for k in kinds] == sorted(rank[k] for k in kinds), (frame, kinds)
-            clock_at = messages[kinds.index("clock")][0]
-            assert any(t < clock_at for t in statuses)  # the headerless status comes first
-            checked += 1
+        assert [rank[k] for k in kinds] == sorted(rank[k] for k in kinds), (frame, kinds)
+        clock_at = messages[kinds.index("clock")][0]
+        assert any(t < clock_at for t in statuses)  # the headerless status comes first
+        checked += 1
     assert checked >= 8
     assert any("lane_invasion" in [k for _, k in m] for m in frames.values())
     sim.terminate()
