@@ -268,14 +268,24 @@ def recipe_overrides(name: str, budget: int) -> dict:
         "noise-decay": {"exploration_schedule": "linear", "exploration_noise": 0.3,
                         "exploration_noise_final": 0.05, "exploration_decay_steps": max(1, budget // 2)},
         "critic-only": {"encoder_grad": "critic_only"},
+        # The default CNN passes are bfloat16 where the CPU has it natively; this is SB3's float32.
+        "float32": {"cnn_precision": "float32"},
     }
     if name == "drq":  # every part switched on at once
-        on = ("shift", "nstep3", "noise-decay", "critic-only")
-        return {k: v for part in on for k, v in parts[part].items()}
-    return parts[name]
+        name = "shift+nstep3+noise-decay+critic-only"
+    # "a+b": both parts at once (e.g. no-shift+float32, the traffic task's learner in float32)
+    return {k: v for part in name.split("+") for k, v in parts[part].items()}
 
 
-RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "drq")
+RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "float32", "drq")
+
+
+def recipe_name(text: str) -> str:
+    """argparse type of --recipes: one recipe, or parts joined with +."""
+    unknown = [part for part in text.split("+") if part not in RECIPES]
+    if unknown or ("+" in text and "drq" in text.split("+")):
+        raise argparse.ArgumentTypeError(f"{text!r}: recipes are {', '.join(RECIPES)}, or parts joined with +")
+    return text
 
 
 def masked(obs: dict, observation: str) -> dict:
@@ -359,9 +369,9 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["ours", "sb3"])
     parser.add_argument("--observations", nargs="+", choices=OBSERVATIONS, default=["both"],
                         help="ours: what the agent sees (the camera's ablation; see the module doc)")
-    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=["default"],
-                        help="ours: recipe parts, each alone on top of the defaults (drq = all of them); "
-                             "see recipe_overrides")
+    parser.add_argument("--recipes", nargs="+", type=recipe_name, default=["default"],
+                        help=f"ours: recipe parts ({', '.join(RECIPES)}), each alone on top of the defaults, "
+                             "or joined with + (drq = all of them); see recipe_overrides")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--out", default=f"runs/learning_vs_sb3-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()

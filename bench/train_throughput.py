@@ -15,8 +15,11 @@ SB3 is a bench-only extra (requirements/bench.txt), never a runtime dependency:
     .venv/bin/pip install -c requirements/constraints.txt -r requirements/bench.txt
 Without it the SB3 column is skipped with a message.
 
+The default learner's CNN passes compute in bfloat16 where the CPU has it natively
+(TD3Config.cnn_precision=auto); `--float32` adds both modes in float32, as SB3 computes.
+
 Usage: python bench/train_throughput.py [--rounds 5] [--updates 8] [--batch 256] [--threads N]
-                                        [--no-augment] [--n-step]
+                                        [--no-augment] [--n-step] [--float32]
 The last line printed is the ratio to SB3.
 """
 
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from av_td3_ros.learning import FrameReplayBuffer, TD3Config, TD3Learner
+from av_td3_ros.learning.td3 import resolve_cnn_precision
 
 FILL = 3000  # transitions per buffer: plenty for uniform sampling, little memory
 
@@ -109,16 +113,21 @@ def main() -> None:
                         help="torch threads (default: cores)")
     parser.add_argument("--no-augment", action="store_true", help="also both modes with augment_pad=0")
     parser.add_argument("--n-step", action="store_true", help="also both modes with n_step=3")
+    parser.add_argument("--float32", action="store_true",
+                        help="also both modes with cnn_precision=float32 (what bfloat16 CNN passes gain)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"{args.rounds} rounds x {args.updates} updates")
+          f"{args.rounds} rounds x {args.updates} updates; the default learner's CNN passes in "
+          f"{str(resolve_cnn_precision('auto', torch.device('cpu'))).removeprefix('torch.')}")
 
     variants: dict[str, dict] = {"": {}}
     if args.no_augment:
         variants[" -aug"] = {"augment_pad": 0}
     if args.n_step:
         variants[" +n3"] = {"n_step": 3}
+    if args.float32:
+        variants[" fp32"] = {"cnn_precision": "float32"}
     contenders: dict[str, Callable[[int], None]] = {
         f"ours {mode}{suffix}": ours(args.batch, encoder_grad=mode, **options)
         for suffix, options in variants.items() for mode in ("separate", "critic_only")

@@ -200,6 +200,7 @@ def test_the_traffic_task_reaches_sim_node_trainer_and_evaluation_and_a_param_st
     trainer, _, sim = node_parameters(opts, tmp_path)
     assert (sim["traffic"], sim["traffic_speed"], sim["random_start"]) == ("3", "[3.0, 5.0]", "true")
     assert trainer["td3.augment_pad"] == "0"  # the task's recipe (demo/tasks.py)
+    assert trainer["td3.cnn_precision"] == "float32"
     assert "td3.augment_pad" not in node_parameters(lap, tmp_path)[0]  # the lap keeps the default
     shifted = demo_options(_parser().parse_args(["demo", "--task", "traffic", "--trainer-param",
                                                  "td3.augment_pad:=4"]))

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from av_td3_ros.learning import MetricsWriter, TD3Config, TD3Learner
 from av_td3_ros.learning.config import ENCODER_GRAD_MODES
@@ -370,3 +371,70 @@ def test_act_explores_with_the_configured_schedule():
     assert np.abs(early - deterministic).mean() > 0.2  # std 0.5 at the start
     np.testing.assert_array_equal(late, deterministic)  # std 0 once decayed
     assert decaying.exploration.std(50) == pytest.approx(0.25)
+
+
+# --- CNN compute precision ---------------------------------------------------------------------
+
+
+def _output_dtypes(modules: dict) -> tuple[dict, list]:
+    """Record the output dtype of each named module on every forward pass."""
+    seen: dict[str, set] = {name: set() for name in modules}
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: seen[name].add(out.dtype))
+               for name, m in modules.items()]
+    return seen, handles
+
+
+def test_bfloat16_cnn_passes_leave_heads_weights_gradients_and_acting_in_float32():
+    lrn = learner(cnn_precision="bfloat16")
+    assert lrn.cnn_dtype == torch.bfloat16
+    convs = {f"{name}.conv1": cnn.conv1 for name, cnn in {
+        "actor": lrn.actor_encoder, "critic": lrn.critic_encoder, "actor_target": lrn.actor_encoder_target,
+        "critic_target": lrn.critic_encoder_target}.items()}
+    heads = {"critic.l1": lrn.critic.l1, "actor.l1": lrn.actor.l1, "critic_target.l1": lrn.critic_target.l1}
+    seen, handles = _output_dtypes({**convs, **heads})
+    for seed in range(2):  # the second update is an actor update
+        metrics = lrn.update(make_batch(seed))
+    assert all(seen[name] == {torch.bfloat16} for name in convs), seen
+    assert all(seen[name] == {torch.float32} for name in heads), seen
+    assert all(math.isfinite(v) for v in metrics.values())
+    for module in (lrn.actor_encoder, lrn.critic_encoder, lrn.actor, lrn.critic):
+        for p in module.parameters():
+            assert p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+    for name in seen:
+        seen[name].clear()
+    batch = make_batch(5)
+    lrn.act(batch.frames[:2], batch.kinematics[:2], explore=False)  # acting is what a policy node runs: float32
+    assert seen["actor.conv1"] == {torch.float32}
+    for h in handles:
+        h.remove()
+
+
+def test_bfloat16_cnn_passes_learn_like_float32_ones_on_the_same_batches():
+    bf16, fp32 = learner(cnn_precision="bfloat16"), learner(cnn_precision="float32")
+    assert fp32.cnn_dtype == torch.float32
+    start = [p.detach().clone() for p in fp32.critic_encoder.parameters()]  # the same init in both
+    for seed in range(12):
+        batch = make_batch(seed, reward_scale=5.0)
+        m16, m32 = bf16.update(batch), fp32.update(batch)
+    # bfloat16 keeps 8 bits of mantissa: the numbers agree to a few percent, not bit for bit.
+    for key in ("critic_loss", "q_mean", "critic_cnn_l2", "actor_cnn_l2", "grad_norm_critic_cnn"):
+        assert m16[key] == pytest.approx(m32[key], rel=0.05, abs=1e-3), key
+    # Adam moves every weight by ~lr whatever its gradient's size, so where a gradient is near 0
+    # its sign, and the step, can flip: compare where the CNN as a whole went, not each weight.
+    def moved(lrn):
+        return torch.cat([(p - p0).flatten() for p, p0 in zip(lrn.critic_encoder.parameters(), start, strict=True)])
+
+    assert float(F.cosine_similarity(moved(bf16), moved(fp32), dim=0)) > 0.9
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it_natively():
+    from av_td3_ros.learning.td3 import resolve_cnn_precision
+    cpu = torch.device("cpu")
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert resolve_cnn_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert resolve_cnn_precision("float32", cpu) == torch.float32
+    assert resolve_cnn_precision("bfloat16", cpu) == torch.bfloat16
+    assert TD3Config().cnn_precision == "auto"
+    with pytest.raises(ValueError, match="cnn_precision"):
+        TD3Config(cnn_precision="float16")

@@ -9,7 +9,10 @@
              the camera shows another car; nothing in the 23 kinematics does. Trained without
              random-shift augmentation (td3.augment_pad 0): on this task, 15k env steps x 3 seeds,
              it learned to brake for the cars on 2 of 3 seeds without the shift and on 0 of 3
-             with it (docs/benchmarks.md section 11), the opposite of the empty track.
+             with it (docs/benchmarks.md section 11), the opposite of the empty track. And its
+             CNN passes in float32 (td3.cnn_precision): in bfloat16 the same 3 seeds learned it
+             on 0 of 3 (two learned to stop; section 11g), while on the empty track bf16 learned
+             like float32.
 
 Values are strings, as `--sim-param KEY:=VALUE` gives them (YAML, like `ros2 run -p`).
 """
@@ -31,6 +34,6 @@ DEMO_TASKS: dict[str, DemoTask] = {
     "lap": DemoTask(),
     "traffic": DemoTask(
         sim={"traffic": "6", "traffic_speed": "[3.0, 5.0]", "random_start": "true"},
-        trainer={"td3.augment_pad": "0"},
+        trainer={"td3.augment_pad": "0", "td3.cnn_precision": "float32"},
     ),
 }

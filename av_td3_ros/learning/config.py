@@ -12,6 +12,7 @@ from av_td3_ros.config_schema import Settings, setting
 ENCODER_GRAD_MODES = ("separate", "critic_only")
 CNN_NORMS = ("layer", "none")
 EXPLORATION_SCHEDULES = ("constant", "linear")
+CNN_PRECISIONS = ("auto", "bfloat16", "float32")
 
 
 @dataclass
@@ -112,6 +113,14 @@ class TD3Config(Settings):
     # Runtime. Fused Adam is used where torch has it.
     device: str = setting("auto", "torch device: auto (CUDA if available), cpu, cuda, cuda:N")
     fused_adam: bool = setting(True, "use torch's fused Adam where available")
+    # The CNNs' convolutions and FC layer are ~75% of an update's time; bfloat16 halves them on a
+    # CPU with native bf16 (avx512_bf16 / AMX) and on CUDA. Only the learner's CNN passes run in
+    # it: the Q and policy heads, the losses, the weights, gradients and Adam states stay float32
+    # (bf16 would round a Q of 64 to 0.5), and acting (learner.act, policy node, ONNX) is float32.
+    cnn_precision: str = setting(
+        "auto", "compute dtype of the CNNs in learner updates: auto (bfloat16 where the device does "
+                "it natively, else float32), bfloat16, float32", choices=CNN_PRECISIONS,
+    )
     seed: int | None = None  # None: fresh entropy (weights, target noise, exploration noise)
 
     # --- Recipe options (issue 14), each benchmarked alone (docs/benchmarks.md section 11). -----

@@ -15,6 +15,8 @@ Which CNN the actor reads is decided once, at build time (Encoders, as SB3's
 share_features_extractor): encoder_grad="separate" gives the actor its own CNN, trained by the
 actor loss; "critic_only" has one CNN, trained by the critic loss only, whose features the actor
 reads detached (DrQ-v2, SAC-AE), and no actor CNN optimizer.
+The CNN passes of update() compute in TD3Config.cnn_precision (CnnPass: bfloat16 where the
+device has it natively); the heads, losses, weights and act() stay float32.
 """
 
 from __future__ import annotations
@@ -54,6 +56,44 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX). oneDNN emulates it on
+    other CPUs, slower than float32, so "auto" must not pick it there."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo", encoding="ascii", errors="replace")
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[-1].split()))
+
+
+def resolve_cnn_precision(name: str, device: torch.device) -> torch.dtype:
+    """TD3Config.cnn_precision -> the dtype the learner's CNN passes compute in."""
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if device.type == "cpu" and _native_cpu_bf16() else torch.float32
+
+
+class CnnPass:
+    """Runs a learner's CNN on prepared frames in the chosen compute dtype, returning float32
+    features: whatever reads them (heads, losses, the feature-norm monitor) stays float32, and
+    autocast's casts send float32 gradients back to the float32 weights."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device_type, self.dtype = device.type, dtype
+
+    def __call__(self, cnn: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
+        if self.dtype == torch.float32:
+            return cnn(frames, prepared=True)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            features = cnn(frames, prepared=True)
+        return features.float()
 
 
 def _params(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -112,6 +152,7 @@ class Encoders(ABC):
     actor_target: NatureCNN
     critic_part: Part
     actor_parts: list[Part]
+    encode: CnnPass  # every training pass of these CNNs goes through it (its compute dtype)
 
     @abstractmethod
     def named_online(self) -> dict[str, torch.nn.Module]:
@@ -149,7 +190,8 @@ class SeparateEncoders(Encoders):
     """encoder_grad="separate" (the design): the actor and the critic each own a CNN, each trained
     by its own loss with its own optimizer."""
 
-    def __init__(self, actor_cnn: NatureCNN, critic_cnn: NatureCNN, make_part: MakeCnnPart):
+    def __init__(self, actor_cnn: NatureCNN, critic_cnn: NatureCNN, make_part: MakeCnnPart, encode: CnnPass):
+        self.encode = encode
         self.actor, self.critic = actor_cnn, critic_cnn
         self.actor_target, self.critic_target = _frozen_copy(actor_cnn), _frozen_copy(critic_cnn)
         self.critic_part = make_part("critic_cnn", critic_cnn)
@@ -165,10 +207,10 @@ class SeparateEncoders(Encoders):
         return {"actor_cnn": self.actor, "critic_cnn": self.critic}
 
     def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.critic_target(next_frames, prepared=True), self.actor_target(next_frames, prepared=True)
+        return self.encode(self.critic_target, next_frames), self.encode(self.actor_target, next_frames)
 
     def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
-        return self.actor(frames, prepared=True)
+        return self.encode(self.actor, frames)
 
     def actor_cnn_l2(self, critic_cnn_l2: float, last_actor_cnn_l2: float) -> float:
         return last_actor_cnn_l2  # its own CNN: measured on actor updates, carried in between
@@ -178,7 +220,8 @@ class SharedEncoder(Encoders):
     """encoder_grad="critic_only": one CNN, trained by the critic loss alone; the actor reads its
     features detached (DrQ-v2, SAC-AE), so the actor loss trains no CNN and has no CNN optimizer."""
 
-    def __init__(self, cnn: NatureCNN, make_part: MakeCnnPart):
+    def __init__(self, cnn: NatureCNN, make_part: MakeCnnPart, encode: CnnPass):
+        self.encode = encode
         self.actor = self.critic = cnn
         self.actor_target = self.critic_target = _frozen_copy(cnn)
         self.critic_part = make_part("critic_cnn", cnn)
@@ -194,7 +237,7 @@ class SharedEncoder(Encoders):
         return {"encoder": self.critic}
 
     def target_features(self, next_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.critic_target(next_frames, prepared=True)
+        features = self.encode(self.critic_target, next_frames)
         return features, features
 
     def actor_features(self, frames: torch.Tensor, critic_features: torch.Tensor) -> torch.Tensor:
@@ -205,18 +248,19 @@ class SharedEncoder(Encoders):
 
 
 def build_encoders(
-    encoder_grad: str, actor_cnn: NatureCNN, make_cnn: Callable[[], NatureCNN], make_part: MakeCnnPart
+    encoder_grad: str, actor_cnn: NatureCNN, make_cnn: Callable[[], NatureCNN], make_part: MakeCnnPart,
+    encode: CnnPass,
 ) -> Encoders:
     """The one place encoder_grad is read. make_cnn builds the critic's own CNN (separate only)."""
     if encoder_grad == "critic_only":
-        return SharedEncoder(actor_cnn, make_part)
-    return SeparateEncoders(actor_cnn, make_cnn(), make_part)
+        return SharedEncoder(actor_cnn, make_part, encode)
+    return SeparateEncoders(actor_cnn, make_cnn(), make_part, encode)
 
 
 class TD3Learner:
     """The stabilized TD3 learner. Not thread-safe: call act/update/state_dict from one thread.
 
-    Attributes: config, device, updates (number of update() calls), policy (PolicyNetwork:
+    Attributes: config, device, cnn_dtype (the CNN passes' compute dtype in update), updates (number of update() calls), policy (PolicyNetwork:
     `.encoder` + `.actor`), encoders (Encoders), actor_encoder, actor, critic_encoder, critic
     and their *_target twins, the four optimizers (actor_cnn_optimizer is None with
     encoder_grad="critic_only"), monitor (FeatureNormMonitor), limiter (ActionLimiter),
@@ -227,6 +271,7 @@ class TD3Learner:
         self.config = c = config or TD3Config()
         c.validate()
         self.device = resolve_device(c.device)
+        self.cnn_dtype = resolve_cnn_precision(c.cnn_precision, self.device)
 
         fused = c.fused_adam and self.device.type in ("cpu", "cuda")
 
@@ -253,6 +298,7 @@ class TD3Learner:
             self.encoders = build_encoders(
                 c.encoder_grad, self.policy.encoder,
                 lambda: NatureCNN(in_frames=c.in_frames, norm=c.cnn_norm).to(self.device), make_cnn_part,
+                CnnPass(self.device, self.cnn_dtype),
             )
         e = self.encoders
         self.actor = self.policy.actor
@@ -446,7 +492,7 @@ class TD3Learner:
             target_q1, target_q2 = self.critic_target(next_features, next_obs.kinematics, next_actions)
             target_q = rewards + bootstrap * torch.min(target_q1, target_q2)
 
-        features = self.critic_encoder(obs.frames, prepared=True)
+        features = self.encoders.encode(self.critic_encoder, obs.frames)
         q1, q2 = self.critic(features, obs.kinematics, actions)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         grad_norms = self._step(critic_loss, self._critic_parts)

@@ -151,7 +151,8 @@ class TrainerNode(Node):
         self.get_logger().info(
             f"learning from {p.transitions_topic}; weights on {p.weights_topic} every {p.publish_every} "
             f"updates (version now {self.service.version}); learning_starts {p.learning_starts}, "
-            f"update_to_data_ratio {p.update_to_data_ratio}, batch {p.td3.batch_size}; "
+            f"update_to_data_ratio {p.update_to_data_ratio}, batch {p.td3.batch_size}, CNN passes in "
+            f"{str(self.service.learner.cnn_dtype).removeprefix('torch.')} on {self.service.learner.device}; "
             f"checkpoints {checkpoints}")
         if self.signing_key is None:
             self.get_logger().warning("signing_key is empty: weights are published unsigned (policy nodes "
