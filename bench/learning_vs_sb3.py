@@ -284,7 +284,8 @@ def recipe_name(text: str) -> str:
     """argparse type of --recipes: one recipe, or parts joined with +."""
     unknown = [part for part in text.split("+") if part not in RECIPES]
     if unknown or ("+" in text and "drq" in text.split("+")):
-        raise argparse.ArgumentTypeError(f"{text!r}: recipes are {', '.join(RECIPES)}, or parts joined with +")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: recipes are {', '.join(RECIPES)}, or parts joined with +")
     return text
 
 

@@ -403,7 +403,7 @@ def test_bfloat16_cnn_passes_leave_heads_weights_gradients_and_acting_in_float32
     for name in seen:
         seen[name].clear()
     batch = make_batch(5)
-    lrn.act(batch.frames[:2], batch.kinematics[:2], explore=False)  # acting is what a policy node runs: float32
+    lrn.act(batch.frames[:2], batch.kinematics[:2], explore=False)  # what a policy node runs: float32
     assert seen["actor.conv1"] == {torch.float32}
     for h in handles:
         h.remove()
@@ -422,7 +422,8 @@ def test_bfloat16_cnn_passes_learn_like_float32_ones_on_the_same_batches():
     # Adam moves every weight by ~lr whatever its gradient's size, so where a gradient is near 0
     # its sign, and the step, can flip: compare where the CNN as a whole went, not each weight.
     def moved(lrn):
-        return torch.cat([(p - p0).flatten() for p, p0 in zip(lrn.critic_encoder.parameters(), start, strict=True)])
+        pairs = zip(lrn.critic_encoder.parameters(), start, strict=True)
+        return torch.cat([(p - p0).flatten() for p, p0 in pairs])
 
     assert float(F.cosine_similarity(moved(bf16), moved(fp32), dim=0)) > 0.9
 

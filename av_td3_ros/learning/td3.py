@@ -260,7 +260,8 @@ def build_encoders(
 class TD3Learner:
     """The stabilized TD3 learner. Not thread-safe: call act/update/state_dict from one thread.
 
-    Attributes: config, device, cnn_dtype (the CNN passes' compute dtype in update), updates (number of update() calls), policy (PolicyNetwork:
+    Attributes: config, device, cnn_dtype (the compute dtype of update()'s CNN passes),
+    updates (number of update() calls), policy (PolicyNetwork:
     `.encoder` + `.actor`), encoders (Encoders), actor_encoder, actor, critic_encoder, critic
     and their *_target twins, the four optimizers (actor_cnn_optimizer is None with
     encoder_grad="critic_only"), monitor (FeatureNormMonitor), limiter (ActionLimiter),
