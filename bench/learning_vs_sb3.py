@@ -271,19 +271,19 @@ def recipe_overrides(name: str, budget: int) -> dict:
         # The default CNN passes are bfloat16 where the CPU has it natively; this is SB3's float32.
         "float32": {"cnn_precision": "float32"},
     }
-    if name == "drq":  # every part switched on at once
-        name = "shift+nstep3+noise-decay+critic-only"
-    # "a+b": both parts at once (e.g. no-shift+float32, the traffic task's learner in float32)
-    return {k: v for part in name.split("+") for k, v in parts[part].items()}
+    # "a+b": both parts at once (e.g. no-shift+float32, the traffic task's learner in float32);
+    # drq is every part switched on at once.
+    names = [n for part in name.split("+") for n in (DRQ_PARTS if part == "drq" else [part])]
+    return {k: v for n in names for k, v in parts[n].items()}
 
 
 RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "float32", "drq")
+DRQ_PARTS = ("shift", "nstep3", "noise-decay", "critic-only")
 
 
 def recipe_name(text: str) -> str:
     """argparse type of --recipes: one recipe, or parts joined with +."""
-    unknown = [part for part in text.split("+") if part not in RECIPES]
-    if unknown or ("+" in text and "drq" in text.split("+")):
+    if any(part not in RECIPES for part in text.split("+")):
         raise argparse.ArgumentTypeError(
             f"{text!r}: recipes are {', '.join(RECIPES)}, or parts joined with +")
     return text
