@@ -77,6 +77,8 @@ class EvalPoint:
     mean_speed: float
     collisions: int
     km: float
+    saturated_share: float = 0.0  # of the evaluation's action components, |a| > 0.99 (the report's)
+    action_std: float = 0.0  # the smallest per-dimension std of the evaluation's actions
 
     @property
     def collisions_per_km(self) -> float | None:
@@ -93,6 +95,7 @@ class Run:
     updates: int = 0
     train_wall_s: float = 0.0
     train_cpu_s: float = 0.0
+    limit_lifted_at: int | None = None  # ours: the env step at which the action limit lifted
 
     def first_at_cap(self, cap: int) -> EvalPoint | None:
         return next((p for p in self.curve if p.mean_length >= cap), None)
@@ -113,6 +116,7 @@ class Run:
             "final_mean_length": last.mean_length, "final_mean_speed": last.mean_speed,
             "final_collisions": last.collisions, "final_km": last.km,
             "final_collisions_per_km": last.collisions_per_km,
+            "limit_lifted_at": self.limit_lifted_at,
             "curve": [asdict(p) for p in self.curve],
         }
 
@@ -134,7 +138,8 @@ class Evaluator:
                           sim_config=self.sim_config)
         point = EvalPoint(run.env_steps, run.train_wall_s, run.train_cpu_s, run.updates, result.mean_length,
                           result.mean_return, result.mean_speed, result.collisions,
-                          distance_km(result, self.sim_config.fixed_delta_seconds))
+                          distance_km(result, self.sim_config.fixed_delta_seconds),
+                          result.saturated_share, result.action_std)
         run.curve.append(point)
         return point
 
@@ -196,6 +201,9 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                 run.env_steps += 1
                 replay.add_step(STREAM, action, reward, obs["frames"][-1], obs["kinematics"],
                                 terminated, truncated)
+                # As the trainer node does on ingest: the limiter's healthy span is in env steps.
+                # (Before 2026-12-04 this bench never fed it, so its limit never lifted.)
+                learner.limiter.observe_env_steps(1)
                 if terminated or truncated:
                     learner.record_episode_length(info["episode_step"])
                     obs = masked(env.reset()[0], observation)
@@ -206,6 +214,8 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                              replay.sample(config.batch_size, n_step=config.n_step, gamma=config.gamma))
                     learner.update(batch)
                     run.updates += 1
+                    if run.limit_lifted_at is None and not learner.limiter.active:
+                        run.limit_lifted_at = run.env_steps
             run.train_wall_s += time.perf_counter() - began
             run.train_cpu_s += time.process_time() - began_cpu
             log(run, evaluator(deterministic, run))
@@ -270,6 +280,8 @@ def recipe_overrides(name: str, budget: int) -> dict:
         "critic-only": {"encoder_grad": "critic_only"},
         # The default CNN passes are bfloat16 where the CPU has it natively; this is SB3's float32.
         "float32": {"cnn_precision": "float32"},
+        # The action limit off at once when its criteria hold (the design's lift), not on a ramp.
+        "instant-lift": {"limiter_lift_env_steps": 0},
     }
     # "a+b": both parts at once (e.g. no-shift+float32, the traffic task's learner in float32);
     # drq is every part switched on at once.
@@ -277,7 +289,8 @@ def recipe_overrides(name: str, budget: int) -> dict:
     return {k: v for n in names for k, v in parts[n].items()}
 
 
-RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "float32", "drq")
+RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "float32", "instant-lift",
+           "drq")
 DRQ_PARTS = ("shift", "nstep3", "noise-decay", "critic-only")
 
 
@@ -397,7 +410,8 @@ def main() -> None:
         print(f"  {run.side:>4} seed {run.seed}: {point.env_steps:>6} steps {point.updates:>6} updates "
               f"{point.train_wall_s / 60:6.2f} min ({point.train_cpu_s / 60:6.2f} CPU) | eval length "
               f"{point.mean_length:6.1f} return {point.mean_return:7.2f} speed {point.mean_speed:4.1f} "
-              f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km)", flush=True)
+              f"collisions {point.collisions} ({fmt(point.collisions_per_km)} /km) saturated "
+              f"{point.saturated_share:.1%} min std {point.action_std:.3f}", flush=True)
 
     # (side, observation, recipe) of every run of a seed: the ablation and the recipe are ours only.
     contenders = [(side, o, r) for side in args.sides
@@ -433,13 +447,13 @@ def main() -> None:
     print("\nper side and seed:")
     print(f"{'side':>15} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
           f"{'CPU min':>7} {'steps to cap':>12} {'min to cap':>10} {'CPU min to cap':>14} {'final len':>9} "
-          f"{'coll/km':>8}")
+          f"{'coll/km':>8} {'lifted at':>9}")
     for s in summaries:
         print(f"{s['side']:>15} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
               f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {s['train_cpu_minutes']:>7.2f} "
               f"{fmt(s['steps_to_cap']):>12} {fmt(s['minutes_to_cap']):>10} "
               f"{fmt(s['cpu_minutes_to_cap']):>14} {s['final_mean_length']:>9.1f} "
-              f"{fmt(s['final_collisions_per_km']):>8}")
+              f"{fmt(s['final_collisions_per_km']):>8} {fmt(s.get('limit_lifted_at')):>9}")
     agg = aggregate(summaries, labels)
     print("\nmean +- std over seeds (steps/minutes to cap: over the seeds that reached it):")
     for side in labels:

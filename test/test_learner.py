@@ -221,7 +221,7 @@ def test_the_update_feeds_the_monitor_and_the_limiter():
 
     # The plumbing, not the numbers (tested elsewhere).
     agent = learner(limiter_l2_updates=2, limiter_l2_env_steps=0, limiter_action_window=BATCH,
-                    limiter_episode_window=1, limiter_min_action_std=0.0)
+                    limiter_episode_window=1, limiter_min_action_std=0.0, limiter_lift_env_steps=0)
     agent.record_episode_length(150)
     agent.update(make_batch(0))
     assert agent.limiter.active  # no actions seen yet

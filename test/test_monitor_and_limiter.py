@@ -139,6 +139,13 @@ def drive_limiter(limiter, *, l2=20.0, updates=5000, actions=None, episode_lengt
     return limiter.active
 
 
+def with_dimension(actions, dim, value, jitter=0.005):
+    """`actions` with dimension `dim` pinned at `value` (+- a little noise)."""
+    out = actions.copy()
+    out[:, dim] = value + jitter * np.random.default_rng(1).standard_normal(len(out))
+    return out
+
+
 def updates_until_lifted(limiter, steps_per_update, most=100_000):
     drive_limiter(limiter, updates=4)  # the action window and the episodes, 4 updates
     for i in range(most):
@@ -149,7 +156,7 @@ def updates_until_lifted(limiter, steps_per_update, most=100_000):
 
 
 def test_limiter_clips_to_60_percent_and_warns_once_per_episode(caplog):
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     assert limiter.active and limiter.current_limit == 0.6
     with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
         for _ in range(5):
@@ -170,7 +177,7 @@ def test_limiter_switched_off_never_limits(caplog):
 
 
 def test_limiter_lifts_when_all_criteria_hold_and_says_which(caplog):
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
         # One update per env step, as in the design: the streak's first update starts its span,
         # so 5,000 healthy updates span 4,999 env steps, not enough...
@@ -188,28 +195,54 @@ def test_limiter_lifts_when_all_criteria_hold_and_says_which(caplog):
     assert lifted.count(": held") == 5
 
 
+@pytest.mark.parametrize("pinned", [0.6, 0.59, 0.62, -0.6])
+def test_a_dimension_held_at_the_limit_is_not_a_locked_actor(caplog, pinned):
+    # The actor asks for more throttle than the limit gives and the limit penalty keeps it at the
+    # edge: std ~0 there, which only lifting can change. Steering still varies, so it lifts.
+    limiter, actions = ActionLimiter(lift_env_steps=0), with_dimension(healthy_actions(1000), 1, pinned)
+    with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
+        assert not drive_limiter(limiter, updates=5001, actions=actions)
+    (lifted,) = [r.getMessage() for r in caplog.records if "lifted" in r.getMessage()]
+    assert "held at the limit: dimension [1]" in lifted and lifted.count(": held") == 5
+    assert f"{pinned:+.2f}" in lifted.split("per dimension: ")[1]  # the log shows where it sat
+
+
+def test_the_held_at_the_limit_exemption_needs_the_mean_at_the_limit_and_a_small_std():
+    limiter = ActionLimiter(lift_env_steps=0)
+    drive_limiter(limiter, updates=4, actions=with_dimension(healthy_actions(1000), 1, 0.54))
+    crit = limiter.criteria()["action_std"]  # 0.06 from the limit: frozen inside, not held
+    assert not crit["held"] and "held at the limit: dimension" not in crit["threshold"]
+    limiter = ActionLimiter(lift_env_steps=0)
+    drive_limiter(limiter, updates=4, actions=with_dimension(healthy_actions(1000), 1, 0.56, jitter=0.02))
+    assert limiter.criteria()["action_std"]["held"]  # within 0.05 of the limit, std 0.02
+    limiter = ActionLimiter(limit=1.0, lift_env_steps=0)  # a limit at max_action holds nothing at its edge
+    drive_limiter(limiter, updates=4, actions=with_dimension(healthy_actions(1000), 1, 0.99))
+    assert not limiter.criteria()["action_std"]["held"]
+
+
 def test_the_healthy_span_is_5000_env_steps_at_any_update_to_data_ratio():
     # The design's 5K steps at one update per step: ~5,000 updates.
-    assert updates_until_lifted(ActionLimiter(), steps_per_update=1.0) == 5001
+    assert updates_until_lifted(ActionLimiter(lift_env_steps=0), steps_per_update=1.0) == 5001
     # The demo's ~0.06 updates per step: the same 5,000 env steps are ~300 updates, where counting
     # 5,000 updates would have waited ~80,000 env steps.
-    assert updates_until_lifted(ActionLimiter(), steps_per_update=1 / 0.06) == pytest.approx(300, abs=5)
+    at_demo_ratio = updates_until_lifted(ActionLimiter(lift_env_steps=0), steps_per_update=1 / 0.06)
+    assert at_demo_ratio == pytest.approx(300, abs=5)
     # At 0.01 the span is there after 51 updates, but it takes at least 100 healthy updates.
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     assert updates_until_lifted(limiter, steps_per_update=100.0) == 100
     assert limiter.l2_streak_env_steps > 9000  # the span had long held: the floor decided
 
 
 def test_the_updates_only_criterion_is_one_setting_away():
     # l2_env_steps 0: the streak counts updates alone (l2_updates 5000 is the literal design).
-    limiter = ActionLimiter(l2_env_steps=0, l2_updates=5000)
+    limiter = ActionLimiter(l2_env_steps=0, l2_updates=5000, lift_env_steps=0)
     assert drive_limiter(limiter, updates=4999, steps_per_update=0.0)
     limiter.observe_update(20.0)
     assert not limiter.active
 
 
 def test_env_steps_before_a_healthy_streak_do_not_count_towards_it():
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     limiter.observe_env_steps(100_000)  # learning_starts, or steps before any update
     assert limiter.l2_streak_env_steps == 0
     drive_limiter(limiter, updates=200, steps_per_update=10.0)
@@ -222,11 +255,11 @@ def test_env_steps_before_a_healthy_streak_do_not_count_towards_it():
 
 @pytest.mark.parametrize(
     "failing",
-    ["l2_above_30", "l2_streak_broken", "saturated_actions", "locked_actions", "short_episodes",
-     "too_few_episodes"],
+    ["l2_above_30", "l2_streak_broken", "saturated_actions", "locked_actions", "one_dimension_frozen_inside",
+     "locked_at_the_limit_in_every_dimension", "short_episodes", "too_few_episodes"],
 )
 def test_limiter_stays_when_any_single_criterion_fails(failing):
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     kwargs = {}
     if failing == "l2_above_30":
         kwargs["l2"] = 31.0
@@ -237,6 +270,10 @@ def test_limiter_stays_when_any_single_criterion_fails(failing):
     elif failing == "locked_actions":  # unsaturated but frozen: the std criterion catches it
         kwargs["actions"] = np.tile(np.array([[0.5, -0.3]], np.float32), (1000, 1)) + np.float32(0.01) * (
             healthy_actions(1000) / 0.8)
+    elif failing == "one_dimension_frozen_inside":  # throttle still at 0.3, well inside the limit
+        kwargs["actions"] = with_dimension(healthy_actions(1000), 1, 0.3)
+    elif failing == "locked_at_the_limit_in_every_dimension":  # the design's lock, seen through the limit
+        kwargs["actions"] = with_dimension(with_dimension(healthy_actions(1000), 0, 0.6), 1, -0.6)
     elif failing == "short_episodes":  # mean of the last 10 = 100, not > 100
         kwargs["episode_lengths"] = (300,) * 5 + (100,) * 10
     elif failing == "too_few_episodes":
@@ -256,9 +293,9 @@ def test_limiter_stays_when_any_single_criterion_fails(failing):
 
 
 def test_limiter_state_round_trips_and_follows_the_trainer():
-    limiter = ActionLimiter()
+    limiter = ActionLimiter(lift_env_steps=0)
     drive_limiter(limiter, updates=3000, episode_lengths=(120, 130))
-    copy = ActionLimiter()
+    copy = ActionLimiter(lift_env_steps=0)
     copy.load_state_dict(limiter.state_dict())
     assert copy.l2_streak == 3000 and copy.l2_streak_env_steps == 2999
     assert list(copy.episode_lengths) == [120, 130]
@@ -266,11 +303,11 @@ def test_limiter_state_round_trips_and_follows_the_trainer():
     assert copy.criteria() == limiter.criteria()
 
     before_env_steps = {k: v for k, v in limiter.state_dict().items() if k != "l2_streak_env_steps"}
-    old = ActionLimiter()
+    old = ActionLimiter(lift_env_steps=0)
     old.load_state_dict(before_env_steps)  # a checkpoint from before the env-step span: starts it over
     assert old.l2_streak == 3000 and old.l2_streak_env_steps == 0
 
-    node_side = ActionLimiter()
+    node_side = ActionLimiter(lift_env_steps=0)
     node_side.follow(0.0)
     assert not node_side.active
     node_side.follow(0.6)
@@ -289,3 +326,43 @@ def test_the_limiters_action_window_is_the_last_n_actions(chunk_sizes, window):
         limiter.observe_actions(chunk)
         seen = np.concatenate([seen, chunk])
         np.testing.assert_array_equal(limiter.recent_actions(), seen[-window:] if len(seen) else seen)
+
+
+# --- the lift's ramp ----------------------------------------------------------------------------
+def test_the_lift_is_a_ramp_from_the_limit_to_max_action_over_env_steps(caplog):
+    limiter = ActionLimiter(lift_env_steps=2000)
+    with caplog.at_level(logging.WARNING, logger="av_td3_ros.learning.action_limiter"):
+        assert drive_limiter(limiter, updates=5000)
+        limiter.observe_env_steps(1)
+        assert limiter.observe_update(20.0)  # every criterion held: the ramp begins at the limit
+        assert limiter.lifting and limiter.current_limit == 0.6
+        limiter.observe_env_steps(500)
+        assert limiter.current_limit == pytest.approx(0.7)
+        np.testing.assert_allclose(limiter.apply(np.array([0.9, -0.65])), [0.7, -0.65], rtol=1e-6)
+        assert not limiter.observe_update(40.0)  # on the ramp, criteria are not re-judged
+        limiter.observe_env_steps(1000)
+        assert limiter.current_limit == pytest.approx(0.9)
+        limiter.observe_env_steps(499)
+        assert limiter.active and limiter.current_limit == pytest.approx(1.0, abs=1e-3)
+        limiter.observe_env_steps(1)
+    assert not limiter.active and limiter.current_limit == 0.0  # gone: PolicyWeights.action_limit 0
+    messages = [r.getMessage() for r in caplog.records if "lift" in r.getMessage()]
+    assert messages[0].startswith("Action limit lifting: all criteria held, the limit rises to 1 over 2000")
+    assert messages[-1] == "Action limit lifted: the ramp to 1 reached it after 2000 env steps"
+
+
+def test_the_ramp_survives_a_checkpoint_and_the_policy_node_follows_each_step_of_it():
+    limiter = ActionLimiter(lift_env_steps=1000)
+    drive_limiter(limiter, updates=5001)
+    limiter.observe_env_steps(250)
+    copy = ActionLimiter(lift_env_steps=1000)
+    copy.load_state_dict(limiter.state_dict())
+    assert copy.lifting and copy.current_limit == pytest.approx(0.7)
+    old = {k: v for k, v in limiter.state_dict().items() if k != "lift_progress"}
+    copy.load_state_dict(old)  # a checkpoint from before the ramp: not lifting yet
+    assert not copy.lifting and copy.current_limit == 0.6
+    node_side = ActionLimiter()
+    node_side.follow(limiter.current_limit)  # what PolicyWeights.action_limit carries
+    np.testing.assert_allclose(node_side.apply(np.array([0.95, 0.1])), [0.7, 0.1], rtol=1e-6)
+    node_side.follow(0.0)
+    assert not node_side.active

@@ -7,10 +7,20 @@ hold; it lifts only when ALL of these hold:
      from, and over at least 100 consecutive updates (the streak restarts at any update >= 30);
   2. the actor's raw (pre-limit) actions over the last 1,000 are unsaturated: share of action
      components with |a| > 0.99 * max_action below 5%, and the std of every action dimension
-     above 0.05 (a locked actor has std ~0 in each dimension);
+     above 0.05 (a locked actor has std ~0 in each dimension) - except a dimension held at the
+     limit, as long as another one varies (below);
   3. the mean length of the last 10 episodes is above 100 steps.
-Windows must be full before a criterion can hold. Once lifted it stays lifted. Switched off
-(enabled=False) it never limits anything: a final run must be able to run without it.
+Windows must be full before a criterion can hold. Then the limit rises linearly from 0.6 to
+max_action over `lift_env_steps` (2,000) environment steps, and is gone at the end of that ramp;
+once the ramp has begun it only goes on (lift_env_steps = 0: at once, the design's lift). Switched
+off (enabled=False) it never limits anything: a final run must be able to run without it.
+
+Why a ramp: the critic only ever saw actions inside the limit (the car executes clip(a, +-0.6)),
+so right after an instant lift its Q over |a| in (0.6, 1] is extrapolation, and the actor follows
+that extrapolation to the tanh's flat ends. In-process (docs/benchmarks.md 11h) the evaluation's
+saturated share went from 0 % to 40-77 % within ~1k env steps of an instant lift and the learned
+lap fell apart on one seed. Raised by ~0.0002 per env step, each new edge is a small step from
+actions the critic has data on.
 
 Criterion 1 in environment steps: the design asked for healthy features over "5K steps" with one
 update per environment step, so 5,000 steps and 5,000 updates were one span: 5,000 steps of
@@ -23,6 +33,17 @@ update-to-data ratio; the updates inside the span must all be healthy, and there
 `l2_updates` of them so the criterion is never vacuous (at a ratio of 1 the design's 5,000
 updates follow from the 5,000 steps; at 0.06 they are ~300). l2_env_steps = 0 gives the
 updates-only criterion (set l2_updates = 5000 for the literal design at any ratio).
+
+Criterion 2's std, and a dimension held at the limit: while the limit is on, the actor loss pulls
+raw outputs beyond it back to its edge (td3.py, LIMIT_PENALTY). A driver that wants more throttle
+than 0.6 on a clear circuit therefore sits at ~0.6 with a std near 0, which is the limit holding
+it, not a locked tanh - and only lifting the limit lets that dimension vary again, so counting it
+as "locked" is a deadlock (the 2026-12-03/04 demos: the limit never lifted, throttle std 0.013 and
+0.021, every other criterion held). A dimension whose std is below min_action_std and whose mean
+|a| is within min_action_std of the limit (or beyond) is therefore reported as "held at the limit"
+and does not fail the criterion - provided at least one other dimension varies: the design's locked
+actor was still in every dimension (steer 0.994 / throttle 1.000), and seen through the limit it
+would sit at its edge in every dimension, which still fails.
 """
 
 from __future__ import annotations
@@ -58,6 +79,7 @@ class ActionLimiterConfig(Settings):
     action_window: int = setting_from(TD3Config, "limiter_action_window")
     episode_window: int = setting_from(TD3Config, "limiter_episode_window")
     min_episode_length: float = setting_from(TD3Config, "limiter_min_episode_length")
+    lift_env_steps: int = setting_from(TD3Config, "limiter_lift_env_steps")
 
 
 class ActionLimiter:
@@ -76,7 +98,9 @@ class ActionLimiter:
         self.max_saturated_share = c.max_saturated_share
         self.min_action_std = c.min_action_std
         self.min_episode_length = c.min_episode_length
+        self.lift_env_steps = c.lift_env_steps
         self.lifted = False
+        self.lift_progress: int | None = None  # env steps into the ramp; None = not begun
         self.l2_streak = 0  # consecutive updates with per-sample L2 below l2_max
         self.l2_streak_env_steps = 0  # env steps learned from since that streak began
         self._actions = np.zeros((c.action_window, action_dim), np.float32)  # ring buffer
@@ -95,24 +119,36 @@ class ActionLimiter:
         return self.enabled and not self.lifted
 
     @property
+    def lifting(self) -> bool:
+        """The criteria held and the limit is on its ramp to max_action."""
+        return self.active and self.lift_progress is not None
+
+    @property
     def current_limit(self) -> float:
-        """The clip for PolicyWeights.action_limit: the limit while active, 0 (= none) otherwise."""
-        return self.limit if self.active else 0.0
+        """The clip for PolicyWeights.action_limit: the limit while active (on the ramp: where the
+        ramp is), 0 (= none) otherwise."""
+        if not self.active:
+            return 0.0
+        if self.lift_progress is None:
+            return self.limit
+        share = min(1.0, self.lift_progress / max(1, self.lift_env_steps))
+        return self.limit + (self.max_action - self.limit) * share
 
     def apply(self, actions: np.ndarray) -> np.ndarray:
         """Clip actions to +-limit while active (warns once per episode); identity otherwise."""
         if not self.active:
             return actions
+        limit = self.current_limit
         if not self._warned_this_episode:
             self._warned_this_episode = True
-            log.warning("Action limit active (%.0f%%)", 100.0 * self.limit / self.max_action)
-        return np.clip(actions, -self.limit, self.limit)
+            log.warning("Action limit active (%.0f%%)", 100.0 * limit / self.max_action)
+        return np.clip(actions, -limit, limit)
 
     def follow(self, action_limit: float) -> None:
         """Policy-node side: adopt the trainer's decision from PolicyWeights.action_limit
         (0 = no limit). A limiter with enabled=False (deploy, or switched off) ignores it."""
-        if action_limit > 0.0:
-            self.limit, self.lifted = float(action_limit), False
+        if action_limit > 0.0:  # on a ramp too: the trainer sends where the ramp is
+            self.limit, self.lifted, self.lift_progress = float(action_limit), False, None
         else:
             self.lifted = True
 
@@ -135,7 +171,15 @@ class ActionLimiter:
 
     def observe_env_steps(self, steps: int) -> None:
         """`steps` new environment steps (transitions added to replay). They count towards
-        criterion 1 once a healthy streak has begun: the span starts at its first update."""
+        criterion 1 once a healthy streak has begun: the span starts at its first update. On the
+        ramp they move the limit towards max_action."""
+        if self.lifting:
+            self.lift_progress += int(steps)
+            if self.lift_progress >= self.lift_env_steps:
+                self.lifted = True
+                log.warning("Action limit lifted: the ramp to %g reached it after %d env steps",
+                            self.max_action, self.lift_progress)
+            return
         if self.active and self.l2_streak > 0:
             self.l2_streak_env_steps += int(steps)
 
@@ -175,7 +219,7 @@ class ActionLimiter:
         a = self.recent_actions()
         window_full = self._count == self._actions.shape[0]
         share = self.saturated_share()
-        std = float(a.std(axis=0).min()) if len(a) > 1 else 0.0
+        std, held_at_limit = self._action_spread(a)
         episodes_full = len(self.episode_lengths) == self.episode_lengths.maxlen
         mean_len = float(np.mean(self.episode_lengths)) if self.episode_lengths else 0.0
         window, episodes = self._actions.shape[0], self.episode_lengths.maxlen
@@ -192,33 +236,59 @@ class ActionLimiter:
             "saturated_share": criterion(window_full and share < self.max_saturated_share, share,
                                          f"< {self.max_saturated_share:g} over {window} actions"),
             "action_std": criterion(window_full and std > self.min_action_std, std,
-                                    f"> {self.min_action_std:g} in every dimension"),
+                                    f"> {self.min_action_std:g} in every dimension not held at the limit"
+                                    + (f"; held at the limit: dimension {held_at_limit}" if held_at_limit
+                                       else "")),
             "episode_length": criterion(episodes_full and mean_len > self.min_episode_length, mean_len,
                                         f"mean of last {episodes} > {self.min_episode_length:g}"),
         }
 
+    def _action_spread(self, a: np.ndarray) -> tuple[float, list[int]]:
+        """(the smallest std over the dimensions not held at the limit, those held at it).
+        0.0 when fewer than 2 actions, or when every dimension would be held (nothing varies)."""
+        if len(a) < 2:
+            return 0.0, []
+        stds, means = a.std(axis=0), np.abs(a.mean(axis=0))
+        held = [int(d) for d in np.flatnonzero(
+            (stds <= self.min_action_std) & (means >= self.limit - self.min_action_std))
+        ] if self.active and self.limit < self.max_action else []
+        free = np.delete(stds, held)
+        return (float(free.min()) if len(free) else 0.0), held
+
     def describe(self, criteria: dict[str, dict[str, Any]] | None = None) -> str:
         """One line: each criterion, its value, its threshold and whether it holds."""
         crit = self.criteria() if criteria is None else criteria
-        return "; ".join(
+        line = "; ".join(
             f"{name} = {c['value']:.4g} ({c['threshold']}): {'held' if c['held'] else 'not yet'}"
             for name, c in crit.items()
         )
+        a = self.recent_actions()
+        if len(a) > 1:  # what criterion 2 saw, so a log shows whether a dimension sat at the limit
+            line += "; raw actions mean/std per dimension: " + ", ".join(
+                f"{m:+.3f}/{sd:.3f}" for m, sd in zip(a.mean(axis=0), a.std(axis=0), strict=True))
+        return line
 
     def maybe_lift(self) -> bool:
-        """Lift the limit if every criterion holds; returns True when it was lifted now."""
-        if not self.active or not self._l2_streak_held():  # cheap test first
+        """Begin the lift (the ramp, or at once if lift_env_steps is 0) if every criterion holds;
+        returns True when it began now."""
+        if not self.active or self.lifting or not self._l2_streak_held():  # cheap tests first
             return False
         crit = self.criteria()
         if not all(c["held"] for c in crit.values()):
             return False
-        self.lifted = True
-        log.warning("Action limit lifted, all criteria held: %s", self.describe(crit))
+        if self.lift_env_steps == 0:
+            self.lifted = True
+            log.warning("Action limit lifted, all criteria held: %s", self.describe(crit))
+        else:
+            self.lift_progress = 0
+            log.warning("Action limit lifting: all criteria held, the limit rises to %g over %d env "
+                        "steps: %s", self.max_action, self.lift_env_steps, self.describe(crit))
         return True
 
     def observe_update(self, cnn_l2: float, raw_actions: np.ndarray | None = None) -> bool:
-        """Feed one update (L2, and the raw actions if the actor ran); returns True if lifted now."""
-        if not self.active:
+        """Feed one update (L2, and the raw actions if the actor ran); returns True if the lift
+        began now."""
+        if not self.active or self.lifting:
             return False
         self.observe_l2(cnn_l2)
         if raw_actions is not None:
@@ -231,6 +301,7 @@ class ActionLimiter:
             "limit": self.limit,
             "enabled": self.enabled,
             "lifted": self.lifted,
+            "lift_progress": self.lift_progress,
             "l2_streak": self.l2_streak,
             "l2_streak_env_steps": self.l2_streak_env_steps,
             "actions": self.recent_actions(),
@@ -242,6 +313,8 @@ class ActionLimiter:
         self.limit = float(state["limit"])
         self.enabled = bool(state["enabled"])
         self.lifted = bool(state["lifted"])
+        progress = state.get("lift_progress")  # absent in checkpoints from before the ramp
+        self.lift_progress = None if progress is None else int(progress)
         self.l2_streak = int(state["l2_streak"])
         # Checkpoints from before the env-step criterion: their streak starts its span afresh.
         self.l2_streak_env_steps = int(state.get("l2_streak_env_steps", 0))

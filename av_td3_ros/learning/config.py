@@ -109,6 +109,13 @@ class TD3Config(Settings):
     limiter_min_episode_length: float = setting(
         100.0, "lift criterion 3: their mean length (steps) above this", min=0.0
     )
+    # An instant 0.6 -> 1.0 jump let the critic's extrapolation over actions it had never seen drive
+    # the actor into tanh saturation within ~1k env steps (docs/benchmarks.md 11h); a ramp keeps the
+    # executed actions within a small step of the critic's data.
+    limiter_lift_env_steps: int = setting(
+        2000, "once every criterion holds, raise the limit linearly to max_action over this many "
+              "environment steps (0 = lift at once)", min=0
+    )
 
     # Runtime. Fused Adam is used where torch has it.
     device: str = setting("auto", "torch device: auto (CUDA if available), cpu, cuda, cuda:N")
