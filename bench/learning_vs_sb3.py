@@ -201,9 +201,11 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                 run.env_steps += 1
                 replay.add_step(STREAM, action, reward, obs["frames"][-1], obs["kinematics"],
                                 terminated, truncated)
-                # As the trainer node does on ingest: the limiter's healthy span is in env steps.
-                # (Before 2026-12-04 this bench never fed it, so its limit never lifted.)
-                learner.limiter.observe_env_steps(1)
+                # As the trainer node does on ingest. (Before 2026-12-04 this bench did not, so its
+                # limit never lifted.)
+                learner.record_env_steps(1)
+                if run.limit_lifted_at is None and not learner.limiter.active:  # the ramp's end
+                    run.limit_lifted_at = run.env_steps
                 if terminated or truncated:
                     learner.record_episode_length(info["episode_step"])
                     obs = masked(env.reset()[0], observation)
@@ -214,7 +216,7 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                              replay.sample(config.batch_size, n_step=config.n_step, gamma=config.gamma))
                     learner.update(batch)
                     run.updates += 1
-                    if run.limit_lifted_at is None and not learner.limiter.active:
+                    if run.limit_lifted_at is None and not learner.limiter.active:  # an instant lift
                         run.limit_lifted_at = run.env_steps
             run.train_wall_s += time.perf_counter() - began
             run.train_cpu_s += time.process_time() - began_cpu

@@ -250,9 +250,10 @@ class ActionLimiter:
         if len(a) < 2:
             return 0.0, []
         stds, means = a.std(axis=0), np.abs(a.mean(axis=0))
-        held = [int(d) for d in np.flatnonzero(
-            (stds <= self.min_action_std) & (means >= self.limit - self.min_action_std))
-        ] if self.active and self.limit < self.max_action else []
+        held = []
+        if self.active and self.limit < self.max_action:  # a limit at max_action holds nothing
+            held = np.flatnonzero((stds <= self.min_action_std)
+                                  & (means >= self.limit - self.min_action_std)).tolist()
         free = np.delete(stds, held)
         return (float(free.min()) if len(free) else 0.0), held
 

@@ -388,6 +388,11 @@ class TD3Learner:
         """Tell the action limiter an episode ended after `length` steps."""
         self.limiter.record_episode(length)
 
+    def record_env_steps(self, steps: int) -> None:
+        """Tell the action limiter `steps` transitions were added to replay: its healthy span and
+        its lift's ramp are counted in env steps, so every runner that feeds replay must call this."""
+        self.limiter.observe_env_steps(steps)
+
     # --- learning -------------------------------------------------------------------------------
     def _clip(self, params: list[torch.nn.Parameter]) -> float:
         """Clip the gradient norm of one part to grad_clip; return the norm before clipping."""

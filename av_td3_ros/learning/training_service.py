@@ -381,7 +381,7 @@ class TrainingService:
             self._session_added += 1
             lags.append(self.version - rec.policy_version)
         if lags:
-            self.learner.limiter.observe_env_steps(len(lags))  # its healthy span is in env steps
+            self.learner.record_env_steps(len(lags))
             with self._state_lock:
                 self._lags.extend(lags)
                 self._lag_max = max(self._lag_max, max(lags))
