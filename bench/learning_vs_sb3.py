@@ -27,7 +27,8 @@ kinematics reveals another car: the gap in collisions/km is what the camera is w
 
 Printed per side and seed and as mean +- std over seeds: env steps and training wall-clock minutes
 (evaluation excluded) to the first evaluation whose mean length reaches the cap, the final mean
-evaluation length, collisions per km, the measured update-to-data ratio, and ours / SB3 ratios.
+evaluation length, collisions per km, the measured update-to-data ratio, ours / SB3 ratios, and
+(ours) the share of every update's pre-clip grad norms below 10, the demo report's criterion.
 
     python bench/learning_vs_sb3.py --steps 1500 --seeds 0 --eval-every 500      # smoke
     nice -n 10 python bench/learning_vs_sb3.py --steps 6000 --utd 0.1 --out runs/vs_sb3.json
@@ -96,6 +97,11 @@ class Run:
     train_wall_s: float = 0.0
     train_cpu_s: float = 0.0
     limit_lifted_at: int | None = None  # ours: the env step at which the action limit lifted
+    # ours: every update's pre-clip grad norms of the trained parts (the demo report's criterion)
+    grad_norms: list[float] = field(default_factory=list)
+
+    def grad_share_below(self, clip: float = 10.0) -> float | None:
+        return float(np.mean(np.asarray(self.grad_norms) < clip)) if self.grad_norms else None
 
     def first_at_cap(self, cap: int) -> EvalPoint | None:
         return next((p for p in self.curve if p.mean_length >= cap), None)
@@ -117,6 +123,7 @@ class Run:
             "final_collisions": last.collisions, "final_km": last.km,
             "final_collisions_per_km": last.collisions_per_km,
             "limit_lifted_at": self.limit_lifted_at,
+            "grad_norms_below_10": self.grad_share_below(),
             "curve": [asdict(p) for p in self.curve],
         }
 
@@ -214,7 +221,10 @@ def train_ours(args, seed: int, make_env: Callable[[], DrivingEnv], evaluator: E
                                             len(replay), config.batch_size)):
                     batch = (replay.sample(config.batch_size) if config.n_step == 1 else
                              replay.sample(config.batch_size, n_step=config.n_step, gamma=config.gamma))
-                    learner.update(batch)
+                    metrics = learner.update(batch)
+                    # As the demo report reads them: 0 = a part that is not trained (critic_only's actor CNN)
+                    run.grad_norms.extend(v for k, v in metrics.items()
+                                          if k.startswith("grad_norm_") and v > 0)
                     run.updates += 1
                     if run.limit_lifted_at is None and not learner.limiter.active:  # an instant lift
                         run.limit_lifted_at = run.env_steps
@@ -284,6 +294,8 @@ def recipe_overrides(name: str, budget: int) -> dict:
         "float32": {"cnn_precision": "float32"},
         # The action limit off at once when its criteria hold (the design's lift), not on a ramp.
         "instant-lift": {"limiter_lift_env_steps": 0},
+        # The 23 kinematics divided by their typical size inside the networks (raw metres by default).
+        "scaled-kinematics": {"scale_kinematics": True},
     }
     # "a+b": both parts at once (e.g. no-shift+float32, the traffic task's learner in float32);
     # drq is every part switched on at once.
@@ -292,7 +304,7 @@ def recipe_overrides(name: str, budget: int) -> dict:
 
 
 RECIPES = ("default", "shift", "no-shift", "nstep3", "noise-decay", "critic-only", "float32", "instant-lift",
-           "drq")
+           "scaled-kinematics", "drq")
 DRQ_PARTS = ("shift", "nstep3", "noise-decay", "critic-only")
 
 
@@ -336,7 +348,7 @@ def mean_or_none(values: list[float | None]) -> float | None:
 def aggregate(summaries: list[dict], sides: list[str]) -> dict:
     keys = ("steps_to_cap", "minutes_to_cap", "cpu_minutes_to_cap", "final_mean_length",
             "final_collisions_per_km", "update_to_data", "update_to_data_after_learning_starts",
-            "train_minutes", "train_cpu_minutes", "updates")
+            "train_minutes", "train_cpu_minutes", "updates", "grad_norms_below_10")
     out: dict = {}
     for side in sides:
         rows = [s for s in summaries if s["side"] == side]
@@ -449,13 +461,14 @@ def main() -> None:
     print("\nper side and seed:")
     print(f"{'side':>15} {'seed':>4} {'batch':>5} {'steps':>6} {'updates':>7} {'utd':>6} {'train min':>9} "
           f"{'CPU min':>7} {'steps to cap':>12} {'min to cap':>10} {'CPU min to cap':>14} {'final len':>9} "
-          f"{'coll/km':>8} {'lifted at':>9}")
+          f"{'coll/km':>8} {'lifted at':>9} {'grads < 10':>10}")
     for s in summaries:
         print(f"{s['side']:>15} {s['seed']:>4} {s['batch_size']:>5} {s['env_steps']:>6} {s['updates']:>7} "
               f"{s['update_to_data']:>6.3f} {s['train_minutes']:>9.2f} {s['train_cpu_minutes']:>7.2f} "
               f"{fmt(s['steps_to_cap']):>12} {fmt(s['minutes_to_cap']):>10} "
               f"{fmt(s['cpu_minutes_to_cap']):>14} {s['final_mean_length']:>9.1f} "
-              f"{fmt(s['final_collisions_per_km']):>8} {fmt(s.get('limit_lifted_at')):>9}")
+              f"{fmt(s['final_collisions_per_km']):>8} {fmt(s.get('limit_lifted_at')):>9} "
+              f"{fmt(s.get('grad_norms_below_10'), 3):>10}")
     agg = aggregate(summaries, labels)
     print("\nmean +- std over seeds (steps/minutes to cap: over the seeds that reached it):")
     for side in labels:
@@ -465,7 +478,8 @@ def main() -> None:
               f"final length {a['final_mean_length']['text']}; "
               f"collisions/km {a['final_collisions_per_km']['text']}; utd {a['update_to_data']['text']} "
               f"(after learning_starts {a['update_to_data_after_learning_starts']['text']}); "
-              f"train minutes {a['train_minutes']['text']}")
+              f"train minutes {a['train_minutes']['text']}; pre-clip grad norms < 10 "
+              f"{a['grad_norms_below_10']['text']}")
     ratios = agg.get("ratio_ours_over_sb3")
     if ratios:
         print("  ours / SB3 (ratio of means): " + ", ".join(f"{k} {fmt(v, 3)}" for k, v in ratios.items()))

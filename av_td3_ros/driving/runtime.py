@@ -9,7 +9,8 @@ turns them into a `DecodedWeights`:
   new version number; `trust="any"` installs any well-formed payload (a node reports it as WARN);
 - architecture: the network is built from the payload's own metadata (`cnn_norm`, `max_action`);
   tensors that do not fit it are refused with the reason. Only an unsigned payload that names no
-  cnn_norm (a legacy file or message) is built with the runtime's `norm`;
+  cnn_norm (a legacy file or message) is built with the runtime's `norm`; one without the actor's
+  kinematics divisor (written before it existed) gets a divisor of ones: raw metres, as trained;
 - then the codec's checks (size, sha256, no pickle, names/shapes/dtypes, finite values).
 `prepare()` checks the version (equal or older than the running one is refused: replay), builds a
 fresh PolicyNetwork, loads the state dict strictly and test-runs it once (outputs must be finite) —
@@ -41,7 +42,12 @@ from av_td3_ros.learning.weights import (  # WeightsRejected: re-exported
     decode_policy_weights,
 )
 from av_td3_ros.model import ACTION_DIM, FRAME_SIZE, KINEMATICS_DIM, PolicyNetwork
-from av_td3_ros.model.networks import CNN_NORMS
+from av_td3_ros.model.networks import CNN_NORMS, kinematics_scale
+
+# The actor's kinematics divisor (a buffer since 2026-12-04). A payload without it is a network
+# that took raw metres: it is decoded without the tensor and given a divisor of ones, so weights
+# saved before keep driving as they did.
+SCALE_TENSOR = "actor.kinematics_scale"
 
 __all__ = [
     "WEIGHTS_TRUST",
@@ -161,14 +167,15 @@ class PolicyRuntime:
         return _forward(policy.module, frames, kinematics), policy.version
 
     # --- weights ------------------------------------------------------------------------------
-    def reference_for(self, norm: str) -> dict[str, torch.Tensor]:
-        """The state-dict layout (names, dtypes, shapes) of a PolicyNetwork with CNN norm `norm`."""
+    def reference_for(self, norm: str, legacy: bool = False) -> dict[str, torch.Tensor]:
+        """The state-dict layout (names, dtypes, shapes) of a PolicyNetwork with CNN norm `norm`;
+        `legacy`: without the kinematics divisor (weights saved before it)."""
         reference = self._references.get(norm)
         if reference is None:
             with torch.device("meta"):
                 reference = PolicyNetwork(norm=norm).state_dict()
             self._references[norm] = reference
-        return reference
+        return {k: v for k, v in reference.items() if k != SCALE_TENSOR} if legacy else reference
 
     def decode(self, weights: WeightsPayload, pause=lambda: None):
         """WeightsPayload -> DecodedWeights, or WeightsRejected with the reason (see the module
@@ -210,7 +217,8 @@ class PolicyRuntime:
             cnn_norm = self.norm
         elif cnn_norm not in CNN_NORMS:
             raise WeightsRejected(f"metadata cnn_norm {cnn_norm!r} is not one of {list(CNN_NORMS)}")
-        reference = self.reference_for(cnn_norm)
+        legacy = SCALE_TENSOR not in _peek_tensor_names(payload)
+        reference = self.reference_for(cnn_norm, legacy)
         fingerprint = weights.architecture
         if fingerprint is None:  # a file: the architecture is what its tensors must fit
             fingerprint = architecture_fingerprint(reference)
@@ -225,6 +233,8 @@ class PolicyRuntime:
                     f"the tensors do not fit the metadata's cnn_norm {cnn_norm!r}: {exc}"
                 ) from None
             raise
+        if legacy:
+            state_dict[SCALE_TENSOR] = kinematics_scale(scaled=False)
         version, action_limit, updates, max_action = values
         return DecodedWeights(
             state_dict, version, updates, meta.get("architecture", fingerprint), weights.sha256, action_limit,
@@ -302,19 +312,31 @@ def load_weights_file(path: str | Path, runtime: PolicyRuntime):
     return runtime.decode(WeightsPayload(payload, hashlib.sha256(payload).hexdigest()))
 
 
-def _peek_metadata(payload) -> dict[str, str]:
-    """The metadata of what looks like a safetensors payload, else {} (the codec then says why).
-    Only the header is copied, never the tensors."""
+def _peek_header(payload) -> bytes:
+    """The header of what looks like a safetensors payload (length prefix included), else b""
+    (the codec then says why). Only the header is copied, never the tensors."""
     view = memoryview(payload).cast("B")
     if len(view) < 8:
-        return {}
+        return b""
     (header_len,) = struct.unpack("<Q", view[:8])
-    if header_len > len(view) - 8:
-        return {}
+    return b"" if header_len > len(view) - 8 else bytes(view[: 8 + header_len])
+
+
+def _peek_metadata(payload) -> dict[str, str]:
+    """The metadata of what looks like a safetensors payload, else {}."""
     try:
-        return safetensors_metadata(bytes(view[: 8 + header_len]))
+        return safetensors_metadata(_peek_header(payload))
     except WeightsRejected:
         return {}
+
+
+def _peek_tensor_names(payload) -> set[str]:
+    """The tensor names in what looks like a safetensors header, else an empty set."""
+    try:
+        header = json.loads(_peek_header(payload)[8:])
+    except ValueError:
+        return set()
+    return {str(k) for k in header if k != "__metadata__"} if isinstance(header, dict) else set()
 
 
 def _parse(meta: Mapping[str, str], name: str, kind, default):

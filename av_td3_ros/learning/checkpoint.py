@@ -137,7 +137,9 @@ def _read_record(directory: Path) -> dict[str, Any]:
 
 def read_checkpoint_config(directory: str | os.PathLike) -> TD3Config:
     """The TD3Config a checkpoint was saved with (to build a matching learner before loading)."""
-    return TD3Config.from_dict(_read_record(Path(directory))["learner"]["config"])
+    saved = dict(_read_record(Path(directory))["learner"]["config"])
+    saved.setdefault("scale_kinematics", False)  # saved before the setting: raw metres
+    return TD3Config.from_dict(saved)
 
 
 def load_checkpoint(directory: str | os.PathLike, learner: Any) -> dict[str, Any]:

@@ -61,6 +61,15 @@ class TD3Config(Settings):
         "layer", "NatureCNN normalization (none = the design's failing CNN)", choices=CNN_NORMS
     )
     in_frames: int = setting(4, "frames stacked in one observation", min=1)
+    # The 23 kinematics arrive in metres and m/s (up to ~17). Divided by their typical size
+    # (model.networks.KINEMATICS_SCALE) the critic's pre-clip norm halves, but its gradient moves
+    # into the CNN and the car no longer learns the empty track in 15k env steps (0 of 3 seeds;
+    # raw: 3 of 3; docs/benchmarks.md 11i): loud waypoints are what makes the track quick to learn.
+    # Off, then. The divisor (ones when off) is saved in the weights either way.
+    scale_kinematics: bool = setting(
+        False, "divide the kinematic inputs by their typical size (10 m/s, 10 m, 1 rad, 10 m) inside "
+               "the actor and critics (false = raw metres)"
+    )
 
     # FeatureNormMonitor (monitor.py): per-sample CNN feature L2 thresholds and the adaptive CNN LR cut.
     l2_healthy: float = setting(30.0, "per-sample CNN feature L2 below this is healthy", gt=0.0)

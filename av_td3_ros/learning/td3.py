@@ -38,11 +38,12 @@ from av_td3_ros.learning.config import TD3Config
 from av_td3_ros.learning.exploration import Exploration
 from av_td3_ros.learning.monitor import FeatureNormMonitor, per_sample_l2
 from av_td3_ros.model import NatureCNN, PolicyNetwork, TwinCritic
+from av_td3_ros.model.networks import kinematics_scale
 
 log = logging.getLogger("av_td3_ros.learning.td3")
 
 # Config fields that change the tensors a learner holds: a checkpoint must agree on them.
-ARCHITECTURE_KEYS = ("encoder_grad", "cnn_norm", "in_frames")
+ARCHITECTURE_KEYS = ("encoder_grad", "cnn_norm", "in_frames", "scale_kinematics")
 # Weight of the squared actor output beyond the active action limit in the actor loss. Outside the
 # limit it is the only gradient (the clip has none), so any positive weight pulls the output back.
 LIMIT_PENALTY = 1.0
@@ -292,8 +293,9 @@ class TD3Learner:
         init_seed, noise_seed = (int(s) for s in seeds.generate_state(2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            self.policy = PolicyNetwork(norm=c.cnn_norm, max_action=c.max_action, in_frames=c.in_frames)
-            self.critic = TwinCritic()
+            self.policy = PolicyNetwork(norm=c.cnn_norm, max_action=c.max_action, in_frames=c.in_frames,
+                                        scale_kinematics=c.scale_kinematics)
+            self.critic = TwinCritic(scale_kinematics=c.scale_kinematics)
             self.policy.to(self.device)
             self.critic.to(self.device)
             self.encoders = build_encoders(
@@ -587,8 +589,24 @@ class TD3Learner:
             "actor_stats": dict(self._actor_stats),
         }
 
+    @staticmethod
+    def _from_before_the_kinematics_scale(state: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A checkpoint saved before `scale_kinematics` existed is one whose networks took raw
+        metres: it reads as scale_kinematics false, with divisors of ones. Any other is unchanged."""
+        config = state.get("config", {})
+        if "scale_kinematics" in config or "modules" not in state:
+            return state
+        modules = {}
+        for name, module in state["modules"].items():
+            module = dict(module)
+            if "l1.weight" in module:  # an actor or critic MLP (the CNNs have conv layers)
+                module.setdefault("kinematics_scale", kinematics_scale(scaled=False))
+            modules[name] = module
+        return {**state, "config": {**config, "scale_kinematics": False}, "modules": modules}
+
     def architecture_mismatches(self, state: Mapping[str, Any]) -> list[str]:
         """What differs between a state dict's architecture and this learner's ([] = none)."""
+        state = self._from_before_the_kinematics_scale(state)
         problems = []
         config = state.get("config", {})
         for key in ARCHITECTURE_KEYS:
@@ -614,6 +632,7 @@ class TD3Learner:
         return problems
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = self._from_before_the_kinematics_scale(state)
         problems = self.architecture_mismatches(state)
         if problems:
             raise ArchitectureMismatch(

@@ -26,6 +26,19 @@ assert ACTOR_INPUT_DIM == 535
 LEAKY_SLOPE = 0.01
 CNN_NORMS = ("layer", "none")
 
+# Typical magnitude of each of the 23 kinematic inputs (perception/kinematics.py's order): speed
+# 10 m/s, distance to the next waypoint 10 m, its angle 1 rad, the 10 waypoints' (x, y) 10 m. With
+# TD3Config.scale_kinematics the actor and critics divide by it. In raw metres (|x9| ~17 m; a
+# per-sample L2 of ~37 against ~23 for the 512 LayerNorm'd features) the kinematic columns of the
+# critic's first layers take 55-80 % of its squared gradient norm (bench/critic_gradient.py);
+# divided, the car did not learn the empty lap (docs/benchmarks.md 11i), so it is off by default.
+KINEMATICS_SCALE = (10.0, 10.0, 1.0) + (10.0,) * (KINEMATICS_DIM - 3)
+
+
+def kinematics_scale(scaled: bool) -> torch.Tensor:
+    """The divisor of the kinematic inputs: KINEMATICS_SCALE, or ones (raw units, as before)."""
+    return torch.tensor(KINEMATICS_SCALE if scaled else (1.0,) * KINEMATICS_DIM, dtype=torch.float32)
+
 
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     """Pixels 0..255 (uint8, or float of the same scale) -> float32 in [-1, 1].
@@ -115,21 +128,22 @@ class NatureCNN(nn.Module):
         return F.leaky_relu(self.fc_norm(self.fc(x.flatten(1))), LEAKY_SLOPE)
 
 
-def _policy_input(features: torch.Tensor, kinematics: torch.Tensor) -> torch.Tensor:
-    x = torch.cat([features, kinematics.to(features.dtype)], dim=1)
-    if x.shape[1] != ACTOR_INPUT_DIM:
+def _policy_input(features: torch.Tensor, kinematics: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    if features.shape[1] != FEATURE_DIM or kinematics.shape[1] != KINEMATICS_DIM:
         raise ValueError(
             f"actor/critic input must be {FEATURE_DIM} features + {KINEMATICS_DIM} kinematics = "
-            f"{ACTOR_INPUT_DIM} wide, got {features.shape[1]} + {kinematics.shape[1]} = {x.shape[1]}"
+            f"{ACTOR_INPUT_DIM} wide, got {features.shape[1]} + {kinematics.shape[1]} = "
+            f"{features.shape[1] + kinematics.shape[1]}"
         )
-    return x
+    return torch.cat([features, (kinematics / scale).to(features.dtype)], dim=1)
 
 
 class Actor(nn.Module):
     """TD3 actor: 535 -> 256 -> 256 -> 2, ReLU, max_action * tanh.
 
     PyTorch's default init on every layer, as sfujim/TD3. The design rejected a
-    uniform(-3e-3, 3e-3) output init; none is added here.
+    uniform(-3e-3, 3e-3) output init; none is added here. `kinematics_scale` is a buffer, so the
+    divisor travels in the weights (a payload states what its inputs were divided by).
     """
 
     def __init__(
@@ -139,17 +153,19 @@ class Actor(nn.Module):
         hidden: int = 256,
         action_dim: int = ACTION_DIM,
         max_action: float = 1.0,
+        scale_kinematics: bool = False,
     ):
         super().__init__()
         if feature_dim + kinematics_dim != ACTOR_INPUT_DIM:
             raise ValueError(f"feature_dim + kinematics_dim must be {ACTOR_INPUT_DIM}")
+        self.register_buffer("kinematics_scale", kinematics_scale(scale_kinematics))
         self.l1 = nn.Linear(feature_dim + kinematics_dim, hidden)
         self.l2 = nn.Linear(hidden, hidden)
         self.l3 = nn.Linear(hidden, action_dim)
         self.max_action = float(max_action)
 
     def forward(self, features: torch.Tensor, kinematics: torch.Tensor) -> torch.Tensor:
-        a = F.relu(self.l1(_policy_input(features, kinematics)))
+        a = F.relu(self.l1(_policy_input(features, kinematics, self.kinematics_scale)))
         a = F.relu(self.l2(a))
         return self.max_action * torch.tanh(self.l3(a))
 
@@ -163,10 +179,12 @@ class TwinCritic(nn.Module):
         kinematics_dim: int = KINEMATICS_DIM,
         hidden: int = 256,
         action_dim: int = ACTION_DIM,
+        scale_kinematics: bool = False,
     ):
         super().__init__()
         if feature_dim + kinematics_dim != ACTOR_INPUT_DIM:
             raise ValueError(f"feature_dim + kinematics_dim must be {ACTOR_INPUT_DIM}")
+        self.register_buffer("kinematics_scale", kinematics_scale(scale_kinematics))
         width = feature_dim + kinematics_dim + action_dim
         # Q1
         self.l1 = nn.Linear(width, hidden)
@@ -180,14 +198,14 @@ class TwinCritic(nn.Module):
     def forward(
         self, features: torch.Tensor, kinematics: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        sa = torch.cat([_policy_input(features, kinematics), action], dim=1)
+        sa = torch.cat([_policy_input(features, kinematics, self.kinematics_scale), action], dim=1)
         q1 = self.l3(F.relu(self.l2(F.relu(self.l1(sa)))))
         q2 = self.l6(F.relu(self.l5(F.relu(self.l4(sa)))))
         return q1, q2
 
     def q1(self, features: torch.Tensor, kinematics: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Only the first head: the actor maximizes Q1, as in TD3."""
-        sa = torch.cat([_policy_input(features, kinematics), action], dim=1)
+        sa = torch.cat([_policy_input(features, kinematics, self.kinematics_scale), action], dim=1)
         return self.l3(F.relu(self.l2(F.relu(self.l1(sa)))))
 
 
@@ -197,10 +215,11 @@ class PolicyNetwork(nn.Module):
     state_dict() keys are `encoder.*` and `actor.*`, equal to TD3Learner.actor_state_dict().
     """
 
-    def __init__(self, norm: str = "layer", max_action: float = 1.0, in_frames: int = 4):
+    def __init__(self, norm: str = "layer", max_action: float = 1.0, in_frames: int = 4,
+                 scale_kinematics: bool = False):
         super().__init__()
         self.encoder = NatureCNN(in_frames=in_frames, norm=norm)
-        self.actor = Actor(max_action=max_action)
+        self.actor = Actor(max_action=max_action, scale_kinematics=scale_kinematics)
 
     def forward(self, frames: torch.Tensor, kinematics: torch.Tensor) -> torch.Tensor:
         return self.actor(self.encoder(frames), kinematics)
