@@ -99,8 +99,8 @@ class LoadedPolicy:
     cnn_norm: str = "layer"
 
 
-def safetensors_metadata(payload: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors payload (header only; no tensor is read)."""
+def _header_json(payload: bytes) -> dict:
+    """The JSON header of a safetensors payload (no tensor is read); raises WeightsRejected."""
     if len(payload) < 8:
         raise WeightsRejected("payload shorter than a safetensors header")
     (header_len,) = struct.unpack("<Q", payload[:8])
@@ -110,8 +110,17 @@ def safetensors_metadata(payload: bytes) -> dict[str, str]:
         header = json.loads(payload[8 : 8 + header_len])
     except ValueError as exc:
         raise WeightsRejected(f"safetensors header is not JSON: {exc}") from None
-    meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    return header if isinstance(header, dict) else {}
+
+
+def _metadata_of(header: dict) -> dict[str, str]:
+    meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def safetensors_metadata(payload: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors payload (header only; no tensor is read)."""
+    return _metadata_of(_header_json(payload))
 
 
 class PolicyRuntime:
@@ -206,10 +215,11 @@ class PolicyRuntime:
                 raise WeightsRejected(f"{exc} (weights_trust is signed)") from None
             finally:
                 payload_sha256 = sha_thread.result()
-            meta = signing.read_header(payload).metadata
+            header = signing.read_header(payload)
+            meta, names = header.metadata, set(header.tensors)
             values = _signed_values(meta, weights)
         else:
-            meta = _peek_metadata(payload)
+            meta, names = _peek_header(payload)
             values = _claimed_values(meta, weights)
         cnn_norm = meta.get("cnn_norm")
         named = cnn_norm is not None
@@ -217,7 +227,7 @@ class PolicyRuntime:
             cnn_norm = self.norm
         elif cnn_norm not in CNN_NORMS:
             raise WeightsRejected(f"metadata cnn_norm {cnn_norm!r} is not one of {list(CNN_NORMS)}")
-        legacy = SCALE_TENSOR not in _peek_tensor_names(payload)
+        legacy = SCALE_TENSOR not in names
         reference = self.reference_for(cnn_norm, legacy)
         fingerprint = weights.architecture
         if fingerprint is None:  # a file: the architecture is what its tensors must fit
@@ -312,31 +322,20 @@ def load_weights_file(path: str | Path, runtime: PolicyRuntime):
     return runtime.decode(WeightsPayload(payload, hashlib.sha256(payload).hexdigest()))
 
 
-def _peek_header(payload) -> bytes:
-    """The header of what looks like a safetensors payload (length prefix included), else b""
+def _peek_header(payload) -> tuple[dict[str, str], set[str]]:
+    """The metadata and tensor names of what looks like a safetensors payload, else ({}, set())
     (the codec then says why). Only the header is copied, never the tensors."""
     view = memoryview(payload).cast("B")
     if len(view) < 8:
-        return b""
+        return {}, set()
     (header_len,) = struct.unpack("<Q", view[:8])
-    return b"" if header_len > len(view) - 8 else bytes(view[: 8 + header_len])
-
-
-def _peek_metadata(payload) -> dict[str, str]:
-    """The metadata of what looks like a safetensors payload, else {}."""
+    if header_len > len(view) - 8:
+        return {}, set()
     try:
-        return safetensors_metadata(_peek_header(payload))
+        header = _header_json(bytes(view[: 8 + header_len]))
     except WeightsRejected:
-        return {}
-
-
-def _peek_tensor_names(payload) -> set[str]:
-    """The tensor names in what looks like a safetensors header, else an empty set."""
-    try:
-        header = json.loads(_peek_header(payload)[8:])
-    except ValueError:
-        return set()
-    return {str(k) for k in header if k != "__metadata__"} if isinstance(header, dict) else set()
+        return {}, set()
+    return _metadata_of(header), {str(k) for k in header if k != "__metadata__"}
 
 
 def _parse(meta: Mapping[str, str], name: str, kind, default):
