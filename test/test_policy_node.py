@@ -476,6 +476,58 @@ def test_sensor_silence_brakes_within_timeout_plus_one_period_and_recovers(spawn
         assert got[i + 1].kind == Transition.KIND_START and got[i + 1].episode == got[i].episode + 1
 
 
+def test_a_slow_synchronous_tick_is_driven_but_odometry_that_stops_or_an_outage_brakes(spawn, make_bridge):
+    # CARLA's synchronous mode on a slow machine: the world waits, so a tick longer than
+    # sensor_timeout leaves the pose one tick old, not stale (found by CI: a 0.84 s tick braked a
+    # frame "no valid odometry: 0.84 s old"). The margins are wide: a CI stall is up to ~0.35 s.
+    timeout = 1.0
+    bridge = make_bridge("car_d")
+    bridge.publish_route()
+    node = start_node(spawn, "car_d", "mode:=train", "seed:=4", f"sensor_timeout:={timeout}",
+                      "reset_service:=/car_d/absent")
+    bridge.wait_matched()
+    bridge.stream_odometry = False
+    stamp = iter(range(T0, T0 + 1_000 * DT, DT))
+
+    def tick(wait: float) -> int:
+        """One lock-step tick: the frame, its odometry 0.1 s later (after the policy node's
+        odometry_sync_timeout), then `wait` s before the next tick."""
+        s = next(stamp)
+        bridge.frame(s)
+        time.sleep(0.1)
+        bridge.publish_odometry(force=True)
+        time.sleep(wait)
+        return s
+
+    bridge.publish_odometry(force=True)
+    time.sleep(0.2)
+    slow = [tick(1.3) for _ in range(4)]  # a 1.4 s frame interval: > sensor_timeout, < 2x
+    for s in slow:
+        (answer,) = _wait(lambda s=s: bridge.controls_for(s), 5, "a slow tick's control")
+        assert answer[3] <= LIMIT, answer  # driven (random action under the 0.6 limit), not braked
+    assert "no valid odometry" not in stderr_of(node)
+
+    # Odometry stops while frames keep coming: braked once the pose missed a frame interval and
+    # is sensor_timeout old, with the reason at ERROR.
+    stopped = []
+    for _ in range(9):
+        stopped.append(next(stamp))
+        bridge.frame(stopped[-1])
+        time.sleep(0.3)
+    answers = [_wait(lambda s=s: bridge.controls_for(s), 5, "a frame's control")[0] for s in stopped]
+    assert all(a[3] == 1.0 for a in answers[-4:]), answers
+    assert "no valid odometry:" in stderr_of(node)
+
+    # An outage: a pose that came after the previous frame, but that frame is > 2x sensor_timeout
+    # ago: no longer "one tick old", braked.
+    tick(2.6)
+    after_outage = next(stamp)
+    bridge.frame(after_outage)
+    (answer,) = _wait(lambda: bridge.controls_for(after_outage), 5, "the frame after the outage")
+    assert answer[3] == 1.0, answer
+    assert node.poll() is None
+
+
 def test_invalid_parameters_stop_the_node_with_a_message_naming_the_key(spawn):
     cases = {
         "sensor_timeout:=-1.0": "invalid parameter 'sensor_timeout' = -1.0: "

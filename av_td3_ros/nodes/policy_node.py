@@ -183,6 +183,8 @@ class PolicyNode(LifecycleNode):
         self.state, self.state_error = None, NO_ODOMETRY_YET  # latest valid VehicleState
         self.state_stamp_ns = -1  # header stamp of self.state
         self._held = None  # (Image, wall deadline): a frame waiting for the odometry of its stamp
+        self._previous_frame_at = None  # wall arrival of the admitted frame before the newest one
+        self._newest_frame_at = None
         self.route_error = NO_ROUTE_YET
         self.stale: dict = {}
         self.counters = dict.fromkeys(("frames", "repeated_stamps", "bad_frames", "braked_frames",
@@ -313,6 +315,7 @@ class PolicyNode(LifecycleNode):
         self.counters["frames"] += 1
         if self._held is not None:  # a newer frame: the held one is answered now, never skipped
             self._answer(self._held[0])
+        self._previous_frame_at, self._newest_frame_at = self._newest_frame_at, now
         self._unanswered = msg.header.stamp
         # The bridge publishes a tick's camera frame before its odometry: answering at once would
         # pair this frame with the previous tick's pose. Hold it until its odometry arrives
@@ -353,9 +356,21 @@ class PolicyNode(LifecycleNode):
         self.compute_ms.add((time.perf_counter() - start) * 1e3)
 
     def _missing_input(self, now: float) -> str | None:
-        """Why this frame cannot be driven on (no fresh odometry, no route), or None."""
+        """Why this frame cannot be driven on (no fresh odometry, no route), or None.
+
+        Odometry that came after the previous frame is as fresh as the world: under CARLA's
+        synchronous mode a slow machine stretches a tick's wall time while the world waits, and
+        the pose one tick old is what the bridge's own ordering can give when this tick's is late
+        (found by CI: a 0.84 s tick on 2 loaded cores braked a frame as "stale odometry"). So a
+        pose that arrived after the previous frame, within a frame interval of at most twice
+        sensor_timeout, is not stale; longer gaps are outages. Arrival order, not stamps: it holds
+        whatever clock each source stamps with. A dead odometry source still brakes within
+        sensor_timeout plus one frame."""
         age = self.watchdog.age("odometry", now)
-        if self.state is None or age is None or age > self.p.sensor_timeout:
+        previous = self._previous_frame_at
+        kept_pace = (age is not None and previous is not None and now - age >= previous
+                     and now - previous <= 2.0 * self.p.sensor_timeout)
+        if self.state is None or age is None or (age > self.p.sensor_timeout and not kept_pace):
             return f"no valid odometry: {self.state_error if self.state is None else f'{age:.2f} s old'}"
         if self.core.route is None:
             return f"no valid route: {self.route_error}"

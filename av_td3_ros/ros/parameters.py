@@ -383,8 +383,10 @@ def _policy_node_parameters() -> list[ParameterSpec]:
           "action limit until the first weights bring the trainer's (train mode); 0 = none",
           min=0.0, max=1.0),
         P("seed", -1, "random seed for exploration; -1 = from the OS", min=-1),
-        P("sensor_timeout", 0.5, "seconds (wall clock) without camera or odometry before the watchdog brakes",
-          min=0.01, max=60.0),
+        P("sensor_timeout", 0.5,
+          "seconds (wall clock) without camera or odometry before the watchdog brakes; a frame is "
+          "still driven on a pose that came after the previous frame when that frame interval is "
+          "<= 2x this (a slow synchronous tick, not an outage)", min=0.01, max=60.0),
         P("odometry_sync_timeout", 0.05,
           "seconds (wall) a camera frame waits for the odometry of its own stamp before it is answered "
           "with the latest odometry; 0 = never wait", min=0.0, max=1.0),
